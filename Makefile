@@ -1,0 +1,66 @@
+# wsup — see README.md. `make` builds; `make test` and `make run` install what is missing first.
+CC      ?= cc
+PKGS    := libuv libcurl jansson libmicrohttpd
+LUAPKG  := lua5.4
+OPT     ?= -O2 -g
+SAN     ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) $(SAN)
+CPPFLAGS += $(shell pkg-config --cflags $(LUAPKG) $(PKGS) 2>/dev/null) -Isrc
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LUALIBS := $(shell pkg-config --libs $(LUAPKG) 2>/dev/null)
+B       := build
+
+# src/l*.c are the Lua bindings, src/main.c the host; every other src/*.c is the Lua-free core.
+CORE_SRC := $(filter-out src/l%.c src/main.c,$(wildcard src/*.c))
+BIND_SRC := $(filter src/l%.c,$(wildcard src/*.c))
+CORE_OBJ := $(CORE_SRC:src/%.c=$(B)/obj/%.o)
+BIND_OBJ := $(BIND_SRC:src/%.c=$(B)/obj/%.o)
+TESTS    := $(patsubst test/%.c,$(B)/%,$(wildcard test/test_*.c))
+LUA_FILES := $(wildcard lua/wsup/*.lua)
+
+.PHONY: all deps test test-c test-lua run clean check-asan lint bench
+all: $(B)/wsup $(B)/wsup/core.so
+
+deps:
+	@sh scripts/deps.sh
+
+$(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(B)/obj $(B)/wsup:
+	@mkdir -p $@
+
+# The module for stock lua5.4: symbols of liblua come from the interpreter.
+$(B)/wsup/core.so: $(CORE_OBJ) $(BIND_OBJ) | $(B)/wsup
+	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
+
+# The host links the same objects plus liblua.
+$(B)/wsup: $(B)/obj/main.o $(CORE_OBJ) $(BIND_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LUALIBS) $(LIBS) $(LDFLAGS)
+
+$(B)/test_%: test/test_%.c $(CORE_OBJ) | $(B)/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -lcmocka $(LIBS) $(LDFLAGS)
+
+test: deps all $(TESTS)
+	@sh scripts/test.sh
+
+test-c: all $(TESTS)
+	@sh scripts/test.sh c
+
+test-lua: all
+	@sh scripts/test.sh lua
+
+run: deps all
+	$(B)/wsup examples/heartbeat.lua
+
+lint:
+	luacheck -q lua spec examples bench
+
+check-asan:
+	$(MAKE) clean
+	$(MAKE) deps
+	$(MAKE) all $(TESTS) OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined"
+	ASAN=1 sh scripts/test.sh
+
+clean:
+	rm -rf $(B)
