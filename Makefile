@@ -19,7 +19,7 @@ TESTS    := $(patsubst test/%.c,$(B)/%,$(wildcard test/test_*.c))
 LUA_FILES := $(wildcard lua/wsup/*.lua)
 
 .PHONY: all deps test test-c test-lua run clean check-asan lint bench
-all: $(B)/wsup $(B)/wsup/core.so
+all: $(B)/wsup $(B)/wsup_core.so
 
 deps:
 	@sh scripts/deps.sh
@@ -27,11 +27,11 @@ deps:
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(B)/obj $(B)/wsup:
+$(B)/obj:
 	@mkdir -p $@
 
-# The module for stock lua5.4: symbols of liblua come from the interpreter.
-$(B)/wsup/core.so: $(CORE_OBJ) $(BIND_OBJ) | $(B)/wsup
+# The module for stock lua5.4 (require "wsup_core", loaded by lua/wsup/init.lua): symbols of liblua come from the interpreter.
+$(B)/wsup_core.so: $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
 
 # The host links the same objects plus liblua.

@@ -1,0 +1,4 @@
+-- luacheck configuration for wsup (lua, spec, examples, bench).
+std = "lua54"
+max_line_length = 120
+files["spec/"] = { std = "+busted" }

@@ -1,0 +1,312 @@
+-- Values: what reaches send (table and JSON text), exactness of numbers,
+-- string escaping, rejection of bad input, and snapshotting at enqueue.
+local wsup = require "wsup"
+
+-- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
+local HOUR = 3600 * 1000
+local cjson = require "cjson"
+
+describe("values", function()
+  local ups
+
+  local function recorder(opts)
+    local sent = {}
+    opts = opts or {}
+    opts.send = function(patch, json)
+      sent[#sent + 1] = { patch = patch, json = json }
+      return true
+    end
+    local up = wsup.uploader(opts)
+    ups[#ups + 1] = up
+    return up, sent
+  end
+
+  -- Send one patch and return what send received.
+  local function roundtrip(patch)
+    local up, sent = recorder()
+    assert.is_true(up:enqueue(patch))
+    assert.is_true(up:flush(HOUR))
+    assert.equals(1, #sent)
+    return sent[1].patch, sent[1].json
+  end
+
+  -- The number literal that follows "key": in the JSON text.
+  local function number_text(json, key)
+    return json:match('"' .. key .. '"%s*:%s*(%-?[%d%.eE%+%-]+)')
+  end
+
+  before_each(function()
+    wsup.clock("virtual")
+    ups = {}
+  end)
+
+  after_each(function()
+    for _, up in ipairs(ups) do up:close() end
+    wsup.run(HOUR)
+  end)
+
+  it("wsup.null is cjson.null", function()
+    assert.equals(cjson.null, wsup.null)
+  end)
+
+  describe("integers", function()
+    it("appear verbatim in the JSON text", function()
+      local _, json = roundtrip({
+        max = math.maxinteger, min = math.mininteger,
+        big = 123456789012345678, mid = 123456789012345, zero = 0, neg = -42,
+      })
+      assert.equals("9223372036854775807", number_text(json, "max"))
+      assert.equals("-9223372036854775808", number_text(json, "min"))
+      assert.equals("123456789012345678", number_text(json, "big"))
+      assert.equals("123456789012345", number_text(json, "mid"))
+      assert.equals("0", number_text(json, "zero"))
+      assert.equals("-42", number_text(json, "neg"))
+      assert.is_nil(json:find("e+", 1, true))
+      assert.is_nil(json:find("E+", 1, true))
+    end)
+
+    it("stay exact inside merge keys and arrays, also after coalescing", function()
+      local up, sent = recorder()
+      up:enqueue({ external_metadata = { a = math.maxinteger }, list = { 1 } })
+      up:enqueue({ external_metadata = { b = 123456789012345678 }, list = { 123456789012345, math.mininteger } })
+      up:flush(HOUR)
+      local json = sent[1].json
+      assert.is_not_nil(json:find("9223372036854775807", 1, true))
+      assert.is_not_nil(json:find("123456789012345678", 1, true))
+      assert.is_not_nil(json:match("%[%s*123456789012345%s*,%s*%-9223372036854775808%s*%]"))
+    end)
+
+    it("reach send as Lua integers", function()
+      local patch = roundtrip({ max = math.maxinteger, big = 123456789012345678, list = { 7 } })
+      assert.equals("integer", math.type(patch.max))
+      assert.equals(math.maxinteger, patch.max)
+      assert.equals(123456789012345678, patch.big)
+      assert.equals("integer", math.type(patch.list[1]))
+    end)
+  end)
+
+  describe("floats", function()
+    local floats = {
+      tenth = 0.1, sum = 0.1 + 0.2, third = 1 / 3, neg = -2.5, huge = 1e300,
+      tiny = 5e-324, pow = 2.0 ^ 53, whole = 3.0, pi = math.pi,
+    }
+    for key, value in pairs(floats) do
+      it(("round-trip through the JSON text exactly (%s = %.17g)"):format(key, value), function()
+        local patch, json = roundtrip({ [key] = value })
+        local text = number_text(json, key)
+        assert.is_not_nil(text, "no number for " .. key .. " in " .. json)
+        assert.equals(value, tonumber(text))
+        assert.equals(value, patch[key])
+      end)
+    end
+  end)
+
+  describe("strings", function()
+    it("escape every control character and round-trip", function()
+      local s = "a\nb\tc\rd\0e\1f\31g\"h\\i\127/"
+      local patch, json = roundtrip({ text = s })
+      assert.is_nil(json:find("[\0-\31]"), "raw control character in JSON text")
+      assert.equals(s, cjson.decode(json).text)
+      assert.equals(s, patch.text)
+    end)
+
+    it("pass valid multi-byte UTF-8 through unchanged", function()
+      local s = "h\u{E9}llo \u{2713} \u{1F600} \u{65E5}\u{672C}"
+      local patch, json = roundtrip({ text = s })
+      assert.equals(s, cjson.decode(json).text)
+      assert.equals(s, patch.text)
+    end)
+
+    it("escape keys as well", function()
+      local key = 'we"ird\\key\n'
+      local patch, json = roundtrip({ [key] = 1 })
+      assert.equals(1, cjson.decode(json)[key])
+      assert.equals(1, patch[key])
+    end)
+  end)
+
+  describe("structure", function()
+    it("sends booleans, null, arrays and objects as such", function()
+      local patch, json = roundtrip({
+        yes = true, no = false, gone = wsup.null,
+        list = { "a", 2, false }, obj = { k = "v" }, nested = { { x = 1 }, { 2, 3 } },
+      })
+      local expected = {
+        yes = true, no = false, gone = wsup.null,
+        list = { "a", 2, false }, obj = { k = "v" }, nested = { { x = 1 }, { 2, 3 } },
+      }
+      assert.same(expected, patch)
+      assert.same(expected, cjson.decode(json))
+      assert.matches('"list"%s*:%s*%[', json)
+      assert.matches('"gone"%s*:%s*null', json)
+    end)
+
+    it("sends an empty table as the object {}", function()
+      local patch, json = roundtrip({ meta = {} })
+      assert.matches('"meta"%s*:%s*{%s*}', json)
+      assert.same({}, patch.meta)
+    end)
+
+    it("accepts the same table referenced twice (shared is not a cycle)", function()
+      local shared = { a = 1 }
+      local patch = roundtrip({ x = shared, y = { shared, shared } })
+      assert.same({ x = { a = 1 }, y = { { a = 1 }, { a = 1 } } }, patch)
+    end)
+
+    it("accepts moderate nesting (16 levels)", function()
+      local t = { leaf = true }
+      for _ = 1, 15 do t = { d = t } end
+      local patch = roundtrip({ deep = t })
+      local node = patch.deep
+      for _ = 1, 15 do node = node.d end
+      assert.is_true(node.leaf)
+    end)
+
+    it("gives send a fresh table, not the one enqueued", function()
+      local original = { worker_status = "idle", external_metadata = { a = 1 } }
+      local patch = roundtrip(original)
+      assert.are_not.equal(original, patch)
+      assert.are_not.equal(original.external_metadata, patch.external_metadata)
+      assert.same(original, patch)
+    end)
+  end)
+
+  describe("snapshot at enqueue", function()
+    it("ignores changes made to the table after enqueue", function()
+      local up, sent = recorder()
+      local t = { worker_status = "idle", external_metadata = { a = 1 }, list = { 1, 2 } }
+      up:enqueue(t)
+      t.worker_status = "changed"
+      t.external_metadata.a = 2
+      t.external_metadata.b = 3
+      t.list[3] = 3
+      t.extra = true
+      up:flush(HOUR)
+      assert.same({ worker_status = "idle", external_metadata = { a = 1 }, list = { 1, 2 } }, sent[1].patch)
+      assert.same({ worker_status = "idle", external_metadata = { a = 1 }, list = { 1, 2 } },
+        cjson.decode(sent[1].json))
+    end)
+
+    it("ignores changes to a table enqueued while another send is in flight", function()
+      local sent = {}
+      local up = wsup.uploader({
+        send = function(patch)
+          sent[#sent + 1] = patch
+          wsup.sleep(100)
+          return true
+        end,
+      })
+      ups[#ups + 1] = up
+      up:enqueue({ worker_status = "first" })
+      wsup.run(10)
+      local md = { a = 1 }
+      up:enqueue({ external_metadata = md })
+      md.a = "changed"
+      md.b = "added"
+      up:flush(HOUR)
+      assert.equals(2, #sent)
+      assert.same({ external_metadata = { a = 1 } }, sent[2])
+    end)
+  end)
+
+  describe("bad input", function()
+    local function sparse()
+      local t = {}
+      t[1], t[3] = "a", "c"
+      return t
+    end
+    local function nest(levels)
+      local t = {}
+      for _ = 2, levels do t = { d = t } end
+      return t
+    end
+    local function cycle()
+      local t = { name = "x" }
+      t.again = t
+      return t
+    end
+    local function array_cycle()
+      local a = {}
+      a[1] = a
+      return a
+    end
+
+    -- { description, patch builder, substring the message must contain (or nil) }
+    local cases = {
+      { "a string instead of a table", function() return "worker_status" end },
+      { "nil instead of a table", function() return nil end },
+      { "a number instead of a table", function() return 42 end },
+      { "an array at top level", function() return { "a", "b" } end },
+      { "a number key at top level", function() return { worker_status = "new", [1] = "y" } end },
+      { "a boolean key at top level", function() return { worker_status = "new", [true] = 1 } end },
+      { "a number key inside an object",
+        function() return { worker_status = "new", external_metadata = { ok = 1, [2] = "y" } } end,
+        "external_metadata" },
+      { "a table key inside an object",
+        function() return { worker_status = "new", external_metadata = { [{}] = 1 } } end, "external_metadata" },
+      { "a float key", function() return { worker_status = "new", labels = { [1.5] = 1 } } end, "labels" },
+      { "a sparse array", function() return { worker_status = "new", tags = sparse() } end, "tags" },
+      { "a function value",
+        function() return { worker_status = "new", external_metadata = { keep = 2, task = function() end } } end,
+        "external_metadata.task" },
+      { "a function inside an array",
+        function() return { worker_status = "new", internal_metadata = { list = { 1, print } } } end,
+        "internal_metadata.list" },
+      { "a userdata value", function() return { worker_status = "new", handle = io.stdout } end, "handle" },
+      { "a thread value",
+        function() return { worker_status = "new", worker = coroutine.create(print) } end, "worker" },
+      { "a cycle through an object", function() return { worker_status = "new", cyclic = cycle() } end, "cyclic" },
+      { "a cycle through an array", function() return { worker_status = "new", ring = array_cycle() } end, "ring" },
+      { "nesting 1000 levels deep", function() return { worker_status = "new", deep = nest(1000) } end, "deep" },
+      { "NaN", function() return { worker_status = "new", ratio = 0 / 0 } end, "ratio" },
+      { "+inf", function() return { worker_status = "new", ratio = math.huge } end, "ratio" },
+      { "-inf", function() return { worker_status = "new", ratio = -math.huge } end, "ratio" },
+      { "NaN inside an array", function() return { worker_status = "new", samples = { 1, 0 / 0 } } end, "samples" },
+      { "invalid UTF-8 (\\xff)", function() return { worker_status = "new", bad_text = "ok\xff" } end, "bad_text" },
+      { "invalid UTF-8 (lone continuation byte)",
+        function() return { worker_status = "new", bad_text = "\x80abc" } end, "bad_text" },
+      { "invalid UTF-8 (truncated sequence)",
+        function() return { worker_status = "new", bad_text = "x\xe2\x82" } end, "bad_text" },
+      { "invalid UTF-8 (overlong encoding)",
+        function() return { worker_status = "new", bad_text = "\xc0\xaf" } end, "bad_text" },
+      { "invalid UTF-8 in a top-level key", function() return { worker_status = "new", ["k\xff"] = 1 } end },
+      { "invalid UTF-8 in a nested key",
+        function() return { worker_status = "new", external_metadata = { ["k\xff"] = 1 } } end,
+        "external_metadata" },
+    }
+
+    for _, case in ipairs(cases) do
+      local what, build, path = case[1], case[2], case[3]
+      local name = "rejects " .. what .. (path and (", naming " .. path) or "")
+        .. ", leaving pending and stats unchanged"
+      it(name, function()
+        local up, sent = recorder()
+        up:enqueue({ worker_status = "orig", external_metadata = { keep = 1 } })
+        local pending_before, stats_before = up:pending(), up:stats()
+        local ok, err = pcall(up.enqueue, up, build())
+        assert.is_false(ok, "enqueue accepted " .. what)
+        if path then
+          assert.matches(path, tostring(err), 1, true)
+        end
+        assert.same(pending_before, up:pending())
+        assert.same(stats_before, up:stats())
+        -- the uploader still works and sends only the good patch
+        assert.is_true(up:enqueue({ external_metadata = { later = 2 } }))
+        assert.is_true(up:flush(HOUR))
+        assert.equals(1, #sent)
+        assert.same({ worker_status = "orig", external_metadata = { keep = 1, later = 2 } }, sent[1].patch)
+      end)
+    end
+
+    it("into an empty uploader leaves nothing pending and sends nothing", function()
+      local up, sent = recorder()
+      assert.has_error(function() up:enqueue({ worker_status = "new", f = print }) end)
+      assert.is_nil(up:pending())
+      local s = up:stats()
+      assert.is_false(s.pending)
+      assert.equals(0, s.enqueued)
+      wsup.run(HOUR)
+      assert.equals(0, #sent)
+    end)
+  end)
+end)

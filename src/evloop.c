@@ -1,0 +1,228 @@
+/* evloop.c: the event loop; see evloop.h. Timers live in a binary min-heap ordered by
+ * (due, seq) so that equal deadlines fire in start order, which keeps virtual-time
+ * runs deterministic. */
+#include "evloop.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+static int before(const wl_timer *a, const wl_timer *b) {
+  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void place(wl_loop *l, size_t i, wl_timer *t) {
+  l->heap[i] = t;
+  t->slot = i + 1;
+}
+
+static void sift_up(wl_loop *l, size_t i) {
+  wl_timer *t = l->heap[i];
+  while (i > 0) {
+    size_t p = (i - 1) / 2;
+    if (!before(t, l->heap[p])) break;
+    place(l, i, l->heap[p]);
+    i = p;
+  }
+  place(l, i, t);
+}
+
+static void sift_down(wl_loop *l, size_t i) {
+  wl_timer *t = l->heap[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= l->n) break;
+    if (c + 1 < l->n && before(l->heap[c + 1], l->heap[c])) c++;
+    if (!before(l->heap[c], t)) break;
+    place(l, i, l->heap[c]);
+    i = c;
+  }
+  place(l, i, t);
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
+int wl_init(wl_loop *l) {
+  int rc;
+  *l = (wl_loop){0};
+  if ((rc = uv_loop_init(&l->uv)) != 0) return rc;
+  if ((rc = uv_timer_init(&l->uv, &l->wake)) != 0) {
+    uv_loop_close(&l->uv);
+    return rc;
+  }
+  l->origin = uv_now(&l->uv);
+  l->rng = (uint64_t)time(NULL) ^ uv_hrtime();
+  return 0;
+}
+
+static void closed_cb(uv_handle_t *h) { (void)h; }
+
+void wl_close(wl_loop *l) {
+  uv_close((uv_handle_t *)&l->wake, closed_cb);
+  uv_run(&l->uv, UV_RUN_NOWAIT);
+  uv_loop_close(&l->uv);
+  free(l->heap);
+  l->heap = NULL;
+  l->n = l->cap = 0;
+}
+
+int64_t wl_now(wl_loop *l) {
+  if (l->virt) return l->vnow;
+  uv_update_time(&l->uv);
+  return (int64_t)(uv_now(&l->uv) - l->origin);
+}
+
+int wl_set_virtual(wl_loop *l, int on) {
+  on = on != 0;
+  if (on == l->virt) {
+    /* Same mode: virtual time restarts at 0, keeping pending deadlines relative. */
+    if (on) {
+      for (size_t i = 0; i < l->n; i++) l->heap[i]->due -= l->vnow;
+      l->vnow = 0;
+    }
+    return 0;
+  }
+  if (l->n || l->head) return -1;
+  l->virt = on;
+  l->vnow = 0;
+  return 0;
+}
+
+void wl_seed(wl_loop *l, uint64_t seed) { l->rng = seed; }
+
+double wl_random(wl_loop *l) {
+  return (double)(splitmix64(&l->rng) >> 11) * 0x1.0p-53;
+}
+
+void wl_timer_start(wl_loop *l, wl_timer *t, int64_t delay, wl_fn fn, void *ud) {
+  if (t->slot) wl_timer_stop(l, t);
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 16;
+    wl_timer **h = realloc(l->heap, cap * sizeof *h);
+    if (!h) abort(); /* a timer that silently never fires is worse than a crash */
+    l->heap = h;
+    l->cap = cap;
+  }
+  t->due = wl_now(l) + (delay > 0 ? delay : 0);
+  t->seq = l->seq++;
+  t->fn = fn;
+  t->ud = ud;
+  l->heap[l->n++] = t;
+  sift_up(l, l->n - 1);
+}
+
+void wl_timer_stop(wl_loop *l, wl_timer *t) {
+  size_t i;
+  if (!t->slot) return;
+  i = t->slot - 1;
+  t->slot = 0;
+  if (i == --l->n) return;
+  place(l, i, l->heap[l->n]);
+  sift_up(l, i);
+  sift_down(l, l->heap[i]->slot - 1);
+}
+
+void wl_defer(wl_loop *l, wl_job *j, wl_fn fn, void *ud) {
+  if (j->queued) return;
+  j->fn = fn;
+  j->ud = ud;
+  j->next = NULL;
+  j->queued = 1;
+  if (l->tail) l->tail->next = j;
+  else l->head = j;
+  l->tail = j;
+}
+
+void wl_cancel(wl_loop *l, wl_job *j) {
+  wl_job **p = &l->head, *prev = NULL;
+  if (!j->queued) return;
+  while (*p && *p != j) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  if (!*p) return;
+  *p = j->next;
+  if (l->tail == j) l->tail = prev;
+  j->queued = 0;
+  j->next = NULL;
+}
+
+int wl_busy(wl_loop *l) { return l->head || l->n || uv_loop_alive(&l->uv); }
+
+void wl_stop(wl_loop *l) { l->stop = 1; }
+
+/* Runs the jobs queued before this turn; jobs they queue wait for the next one. */
+static void run_jobs(wl_loop *l) {
+  wl_job *last = l->tail;
+  for (;;) {
+    wl_job *j = l->head;
+    if (!j) break;
+    l->head = j->next;
+    if (!l->head) l->tail = NULL;
+    j->queued = 0;
+    j->next = NULL;
+    j->fn(j->ud);
+    if (j == last) break;
+  }
+}
+
+/* Fires timers due by now that were started before this turn began. */
+static void fire_due(wl_loop *l, int64_t now) {
+  uint64_t limit = l->seq;
+  while (l->n && l->heap[0]->due <= now && l->heap[0]->seq < limit) {
+    wl_timer *t = l->heap[0];
+    wl_timer_stop(l, t);
+    t->fn(t->ud);
+  }
+}
+
+static void wake_cb(uv_timer_t *h) { (void)h; }
+
+/* Waits for I/O or the next deadline; returns 0 when there is nothing to wait for. */
+static int wait_turn(wl_loop *l, int64_t now, int64_t deadline) {
+  int64_t next = l->n ? l->heap[0]->due : -1;
+  if (deadline >= 0 && (next < 0 || next > deadline)) next = deadline;
+  if (l->virt) {
+    uv_run(&l->uv, UV_RUN_NOWAIT);
+    if (l->head) return 1;
+    if (l->n) {
+      l->vnow = next;
+      return 1;
+    }
+    if (!uv_loop_alive(&l->uv)) return 0;
+    uv_run(&l->uv, UV_RUN_ONCE); /* only I/O can make progress */
+    return 1;
+  }
+  if (!l->n && !uv_loop_alive(&l->uv)) return 0;
+  if (next >= 0) uv_timer_start(&l->wake, wake_cb, (uint64_t)(next > now ? next - now : 0), 0);
+  uv_run(&l->uv, UV_RUN_ONCE);
+  uv_timer_stop(&l->wake);
+  return 1;
+}
+
+int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
+  int r = 0;
+  l->running++;
+  for (;;) {
+    int64_t now;
+    if (done && done(ud)) {
+      r = 1;
+      break;
+    }
+    if (l->stop) {
+      l->stop = 0;
+      break;
+    }
+    now = wl_now(l);
+    if (deadline >= 0 && now >= deadline) break;
+    if (l->head) run_jobs(l);
+    else if (l->n && l->heap[0]->due <= now) fire_due(l, now);
+    else if (!wait_turn(l, now, deadline)) break;
+  }
+  l->running--;
+  return r;
+}

@@ -1,0 +1,441 @@
+/* http.c — libcurl multi_socket on libuv, in the style of curl's docs/examples/multi-uv.c.
+ * One uv_poll_t per socket curl asks to watch (closed on CURL_POLL_REMOVE, so idle cached
+ * connections keep nothing active), one uv_timer_t for curl's timeout (unref'd while idle).
+ * Finished transfers are pooled with their easy handle and buffers (curl_easy_reset on reuse). */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define POOL_MAX 256                /* idle xfers (easy handle + buffers) kept for reuse */
+#define POOL_BUF_MAX (64 * 1024)    /* larger buffers are freed, not pooled */
+#define HDR_MAX (256 * 1024)        /* total response header bytes */
+#define BODY_DEFAULT (1024 * 1024)
+
+typedef struct buf { char *p; size_t len, cap; } buf;
+
+typedef struct hsock {
+  uv_poll_t poll;                   /* first: a uv_poll_t* is a hsock*; poll.data is the client */
+  curl_socket_t fd;
+  struct hsock *prev, *next;
+} hsock;
+
+struct http_xfer {
+  http_client *c;
+  http_xfer *prev, *next;           /* active list, or pool (next only) */
+  CURL *easy;
+  struct curl_slist *slist;
+  http_done_fn done;
+  void *ud;
+  size_t max_body, n_hdr, hv_cap;
+  int in_cb;
+  const char *fail;                 /* our own reason for a write error */
+  buf req, body, hdr;               /* hdr holds "name\0value\0" pairs */
+  http_header *hv;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+struct http_client {
+  uv_loop_t *loop;
+  CURLM *multi;
+  uv_timer_t timer;
+  http_xfer *act, *pool;
+  size_t n_act, n_pool;
+  hsock *socks;
+  int closing, pending;             /* pending: uv_close callbacks outstanding */
+  http_closed_fn closed;
+  void *closed_ud;
+};
+
+static int buf_reserve(buf *b, size_t extra) {
+  if (b->cap - b->len > extra) return 0;          /* always keep room for a NUL */
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap - b->len <= extra) {
+    if (cap > SIZE_MAX / 2) return -1;
+    cap *= 2;
+  }
+  char *p = realloc(b->p, cap);
+  if (!p) return -1;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+static void buf_trim(buf *b) {
+  b->len = 0;
+  if (b->cap > POOL_BUF_MAX) { free(b->p); b->p = NULL; b->cap = 0; }
+}
+
+static void xfer_free(http_xfer *x) {
+  if (x->easy) curl_easy_cleanup(x->easy);
+  curl_slist_free_all(x->slist);
+  free(x->req.p); free(x->body.p); free(x->hdr.p); free(x->hv);
+  free(x);
+}
+
+static void finalize(http_client *c) {
+  http_closed_fn closed = c->closed;
+  void *ud = c->closed_ud;
+  free(c);
+  curl_global_cleanup();
+  if (closed) closed(ud);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  http_client *c = h->data;
+  if (h->type == UV_POLL) free(h);
+  if (--c->pending == 0 && c->closing) finalize(c);
+}
+
+static void sock_close(http_client *c, hsock *k) {
+  if (k->prev) k->prev->next = k->next; else c->socks = k->next;
+  if (k->next) k->next->prev = k->prev;
+  c->pending++;
+  uv_close((uv_handle_t *)&k->poll, on_handle_closed);
+}
+
+static void unlink_act(http_client *c, http_xfer *x) {
+  if (x->prev) x->prev->next = x->next; else c->act = x->next;
+  if (x->next) x->next->prev = x->prev;
+  if (--c->n_act == 0) uv_unref((uv_handle_t *)&c->timer);
+}
+
+static void recycle(http_client *c, http_xfer *x) {
+  curl_slist_free_all(x->slist);
+  x->slist = NULL;
+  if (c->closing || c->n_pool >= POOL_MAX) { xfer_free(x); return; }
+  buf_trim(&x->req); buf_trim(&x->body); buf_trim(&x->hdr);
+  x->next = c->pool;
+  c->pool = x;
+  c->n_pool++;
+}
+
+static void finish(http_client *c, http_xfer *x, CURLcode rc) {
+  curl_multi_remove_handle(c->multi, x->easy);
+  unlink_act(c, x);
+  http_res r = { .err = (int)rc, .errmsg = "" };
+  if (rc == CURLE_OK) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
+  else r.errmsg = x->fail ? x->fail : x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+  curl_off_t up = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+  r.bytes_sent = up > 0 ? (size_t)up : 0;
+  if (x->n_hdr > x->hv_cap) {
+    http_header *hv = realloc(x->hv, x->n_hdr * sizeof *hv);
+    if (hv) { x->hv = hv; x->hv_cap = x->n_hdr; }
+  }
+  char *p = x->hdr.p;
+  for (; r.n_headers < x->n_hdr && r.n_headers < x->hv_cap; r.n_headers++) { /* short only on OOM */
+    x->hv[r.n_headers].name = p;
+    p += strlen(p) + 1;
+    x->hv[r.n_headers].value = p;
+    p += strlen(p) + 1;
+  }
+  r.headers = x->hv;
+  r.body = x->body.p ? x->body.p : (char *)""; /* NUL-terminated by on_body */
+  r.body_len = x->body.len;
+  x->in_cb = 1;
+  x->done(x->ud, &r);
+  recycle(c, x);
+}
+
+/* Called after every socket_action: collect finished transfers one message at a time, so a done
+ * callback cancelling another finished xfer (its message is dropped by remove_handle) or closing
+ * the client is safe. */
+static void check_done(http_client *c) {
+  CURLMsg *m;
+  int left;
+  while (!c->closing && (m = curl_multi_info_read(c->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    char *priv = NULL;
+    CURLcode rc = m->data.result;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+    finish(c, (http_xfer *)priv, rc);
+  }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  hsock *k = (hsock *)p;
+  http_client *c = p->data;
+  int f = status < 0 ? CURL_CSELECT_ERR
+                     : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
+  int running;
+  curl_multi_socket_action(c->multi, k->fd, f, &running);
+  check_done(c);
+}
+
+static void on_timer(uv_timer_t *t) {
+  http_client *c = t->data;
+  int running;
+  curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(c);
+}
+
+static int curl_sock_cb(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) {
+  (void)e;
+  http_client *c = ud;
+  hsock *k = sockp;
+  if (what == CURL_POLL_REMOVE) {
+    if (k) {
+      if (!c->closing) curl_multi_assign(c->multi, s, NULL);
+      sock_close(c, k);
+    }
+    return 0;
+  }
+  if (!k) {
+    if (!(k = malloc(sizeof *k))) return -1;
+    if (uv_poll_init_socket(c->loop, &k->poll, s) != 0) { free(k); return -1; }
+    k->poll.data = c;
+    k->fd = s;
+    k->prev = NULL;
+    k->next = c->socks;
+    if (c->socks) c->socks->prev = k;
+    c->socks = k;
+    curl_multi_assign(c->multi, s, k);
+  }
+  int ev = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
+  return uv_poll_start(&k->poll, ev, on_poll) == 0 ? 0 : -1;
+}
+
+static int curl_timer_cb(CURLM *m, long ms, void *ud) {
+  (void)m;
+  http_client *c = ud;
+  if (ms < 0) uv_timer_stop(&c->timer);
+  else uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+  return 0;
+}
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
+  http_xfer *x = ud;
+  size_t len = sz * n;
+  if (len > x->max_body - x->body.len) { x->fail = "response body over limit"; return 0; }
+  if (buf_reserve(&x->body, len)) { x->fail = "out of memory"; return 0; }
+  memcpy(x->body.p + x->body.len, p, len);
+  x->body.len += len;
+  x->body.p[x->body.len] = '\0';
+  return len;
+}
+
+static int is_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud) {
+  http_xfer *x = ud;
+  size_t len = sz * n;
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) { x->hdr.len = 0; x->n_hdr = 0; return len; }
+  const char *colon = memchr(p, ':', len);
+  if (!colon || colon == p) return len;              /* blank line, folding, junk: ignored */
+  size_t nl = (size_t)(colon - p);
+  const char *v = colon + 1, *end = p + len;
+  while (v < end && is_ws(*v)) v++;
+  while (end > v && is_ws(end[-1])) end--;
+  size_t vl = (size_t)(end - v);
+  if (x->hdr.len + nl + vl + 2 > HDR_MAX) { x->fail = "response headers over limit"; return 0; }
+  if (buf_reserve(&x->hdr, nl + vl + 2)) { x->fail = "out of memory"; return 0; }
+  char *d = x->hdr.p + x->hdr.len;
+  for (size_t i = 0; i < nl; i++) d[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
+  d[nl] = '\0';
+  memcpy(d + nl + 1, v, vl);
+  d[nl + 1 + vl] = '\0';
+  x->hdr.len += nl + vl + 2;
+  x->n_hdr++;
+  return len;
+}
+
+static int is_tchar(unsigned char ch) {
+  return ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch);
+}
+
+/* NULL if acceptable, else the reason. */
+static const char *validate(const http_req *r) {
+  if (!r->url || !*r->url) return "missing url";
+  for (const unsigned char *s = (const unsigned char *)r->url; *s; s++)
+    if (*s <= 32 || *s == 127) return "url contains whitespace or control characters";
+  if (r->method) {
+    if (!*r->method) return "empty method";
+    for (const unsigned char *s = (const unsigned char *)r->method; *s; s++)
+      if (!is_tchar(*s)) return "invalid character in method";
+  }
+  if (r->n_headers && !r->headers) return "headers missing";
+  for (size_t i = 0; i < r->n_headers; i++) {
+    const unsigned char *h = (const unsigned char *)r->headers[i], *s = h;
+    if (!h) return "NULL header";
+    while (is_tchar(*s)) s++;
+    if (s == h || (*s != ':' && *s != ';')) return "header must be \"Name: value\"";
+    for (; *s; s++)
+      if (*s == '\r' || *s == '\n' || (*s < 32 && *s != '\t') || *s == 127) return "header contains CR, LF or control character";
+  }
+  return NULL;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void *ud, char *err, size_t errlen) {
+  const char *why = !c || !r || !done ? "invalid argument" : c->closing ? "client is closing" : validate(r);
+  if (why) { set_err(err, errlen, "%s", why); return NULL; }
+  http_xfer *x = c->pool;
+  if (x) {
+    c->pool = x->next;
+    c->n_pool--;
+    curl_easy_reset(x->easy);
+  } else {
+    if (!(x = calloc(1, sizeof *x)) || !(x->easy = curl_easy_init())) {
+      free(x);
+      set_err(err, errlen, "out of memory");
+      return NULL;
+    }
+  }
+  x->c = c; x->done = done; x->ud = ud; x->in_cb = 0; x->fail = NULL;
+  x->n_hdr = 0; x->errbuf[0] = '\0';
+  x->max_body = r->max_body ? r->max_body : BODY_DEFAULT;
+
+  CURL *e = x->easy;
+  const char *method = r->method ? r->method : "GET", *body = r->body;
+  if (!body && (!strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))) body = "";
+  int ctype = 0, oom = 0;
+  for (size_t i = 0; i < r->n_headers && !oom; i++) {
+    ctype |= strncasecmp(r->headers[i], "content-type", 12) == 0 && (r->headers[i][12] == ':' || r->headers[i][12] == ';');
+    struct curl_slist *l = curl_slist_append(x->slist, r->headers[i]);
+    if (l) x->slist = l; else oom = 1;
+  }
+  if (body) {
+    const char *extra[2] = { "Expect:", ctype ? NULL : "Content-Type:" };
+    for (int i = 0; i < 2 && extra[i] && !oom; i++) {
+      struct curl_slist *l = curl_slist_append(x->slist, extra[i]);
+      if (l) x->slist = l; else oom = 1;
+    }
+    if (!oom && buf_reserve(&x->req, r->body_len) == 0) {
+      memcpy(x->req.p, body, r->body_len);
+      x->req.len = r->body_len;
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req.p);
+    } else {
+      oom = 1;
+    }
+  }
+  if (oom) { set_err(err, errlen, "out of memory"); recycle(c, x); return NULL; }
+
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->slist);
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (strncasecmp(r->url, "https:", 6) == 0) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L); /* prefer h2 multiplexing */
+  if (strcmp(method, "GET") == 0) {
+    if (body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  } else if (strcmp(method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  }
+  if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+  if (r->max_redirects > 0) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects);
+  }
+  if (r->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+
+  CURLMcode mc = curl_multi_add_handle(c->multi, e);
+  if (mc != CURLM_OK) {
+    set_err(err, errlen, "%s", curl_multi_strerror(mc));
+    recycle(c, x);
+    return NULL;
+  }
+  x->prev = NULL;
+  x->next = c->act;
+  if (c->act) c->act->prev = x;
+  c->act = x;
+  if (c->n_act++ == 0) uv_ref((uv_handle_t *)&c->timer);
+  return x;
+}
+
+void http_cancel(http_xfer *x) {
+  if (!x || x->in_cb) return;
+  http_client *c = x->c;
+  curl_multi_remove_handle(c->multi, x->easy);
+  unlink_act(c, x);
+  recycle(c, x);
+}
+
+http_client *http_client_new(uv_loop_t *loop) {
+  if (!loop || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return NULL;
+  http_client *c = calloc(1, sizeof *c);
+  if (!c || !(c->multi = curl_multi_init()) || uv_timer_init(loop, &c->timer) != 0) {
+    if (c && c->multi) curl_multi_cleanup(c->multi);
+    free(c);
+    curl_global_cleanup();
+    return NULL;
+  }
+  c->loop = loop;
+  c->timer.data = c;
+  uv_unref((uv_handle_t *)&c->timer);
+  CURLM *m = c->multi;
+  curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, curl_sock_cb);
+  curl_multi_setopt(m, CURLMOPT_SOCKETDATA, c);
+  curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+  curl_multi_setopt(m, CURLMOPT_TIMERDATA, c);
+  curl_multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);  /* unlimited */
+  curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L); /* unlimited */
+  curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, 10000L);       /* idle connection cache */
+  return c;
+}
+
+void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
+  if (!c || c->closing) return;
+  c->closing = 1;
+  c->closed = closed;
+  c->closed_ud = ud;
+  while (c->act) {
+    http_xfer *x = c->act;
+    curl_multi_remove_handle(c->multi, x->easy);
+    unlink_act(c, x);
+    xfer_free(x);
+  }
+  while (c->pool) {
+    http_xfer *x = c->pool;
+    c->pool = x->next;
+    xfer_free(x);
+  }
+  curl_multi_cleanup(c->multi);   /* closes cached connections; may still call curl_sock_cb */
+  c->multi = NULL;
+  while (c->socks) sock_close(c, c->socks);
+  c->pending++;
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+int64_t http_retry_after_ms(const char *v, time_t now) {
+  if (!v) return -1;
+  while (*v == ' ' || *v == '\t') v++;
+  if (*v >= '0' && *v <= '9') {
+    int64_t s = 0;
+    for (; *v >= '0' && *v <= '9'; v++)
+      s = s > INT64_MAX / 10000 ? INT64_MAX / 1000 : s * 10 + (*v - '0');
+    while (*v == ' ' || *v == '\t') v++;
+    return *v ? -1 : s * 1000;
+  }
+  time_t t = curl_getdate(v, NULL);
+  if (t == (time_t)-1) return -1;
+  return t <= now ? 0 : ((int64_t)t - (int64_t)now) * 1000;
+}
+
+size_t http_active(const http_client *c) { return c ? c->n_act : 0; }

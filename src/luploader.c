@@ -1,0 +1,342 @@
+/* luploader.c: the uploader as Lua userdata. The core (uploader.c) owns coalescing,
+ * retry and timing; this file turns Lua options into it, runs `send` as a task and
+ * maps its results back.
+ *
+ * The send and on_error functions are held in the userdata's user values rather than
+ * in the registry: a send closure that mentions its own uploader then forms a cycle
+ * the collector can still reclaim. While the uploader has work (pending, in flight or
+ * in backoff) it is anchored in the registry, so dropping the last reference never
+ * loses state; once idle or closed it is collectable again. */
+#include <stdio.h>
+#include <string.h>
+
+#include "lwsup.h"
+#include "uploader.h"
+
+#define UP_MT "wsup.uploader"
+#define UV_SEND 1
+#define UV_ONERROR 2
+
+typedef struct lw_up {
+  upl u;             /* first: an upl* is an lw_up* */
+  lw_ctx *c;
+  int anchor;        /* registry ref while there is work; LUA_NOREF otherwise */
+  lw_task *waiters;  /* tasks waiting in flush(); borrowed, each anchored as a task */
+  char name[64];
+} lw_up;
+
+static lw_up *checkup(lua_State *L) { return luaL_checkudata(L, 1, UP_MT); }
+
+static void anchor(lw_up *w, lua_State *L, int idx) {
+  if (w->anchor != LUA_NOREF) return;
+  lua_pushvalue(L, idx);
+  w->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int push_bool(lua_State *co, void *ud) {
+  lua_pushboolean(co, *(int *)ud);
+  return 1;
+}
+
+static int flushed(const lw_up *w) { return upl_idle(&w->u) && !w->u.lost; }
+
+/* ops->settled: nothing pending or in flight (or closed): wake flushers, unanchor. */
+static void settled(upl *u) {
+  lw_up *w = (lw_up *)u;
+  if (u->phase == UPL_SENDING) return;
+  while (w->waiters) {
+    lw_task *t = w->waiters;
+    w->waiters = t->next_waiter;
+    t->next_waiter = NULL;
+    wl_timer_stop(&w->c->loop, &t->timer); /* the flush timeout must not fire now */
+    t->flushed = flushed(w);
+    lw_wake(t, push_bool, &t->flushed);
+  }
+  if (w->anchor != LUA_NOREF) {
+    luaL_unref(w->c->main, LUA_REGISTRYINDEX, w->anchor);
+    w->anchor = LUA_NOREF;
+  }
+}
+
+static void report(lw_up *w, lua_State *L) {
+  /* message with traceback on top of L */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
+  lua_getiuservalue(L, -1, UV_ONERROR);
+  lua_remove(L, -2);
+  if (lua_isfunction(L, -1)) {
+    lua_pushvalue(L, -2);
+    if (lw_pcall(L, 1) != LUA_OK) lw_report(L, "on_error handler failed");
+    else lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "uploader %s: send error", w->name);
+    fprintf(stderr, "wsup: %s: %s\n", lua_tostring(L, -1), lua_tostring(L, -2));
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
+}
+
+/* The first line of an error message: last_error stays short. */
+static void first_line(char *dst, size_t n, const char *msg) {
+  size_t len = strcspn(msg, "\n");
+  snprintf(dst, n, "%.*s", (int)len, msg);
+}
+
+static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
+  lw_up *w = ud;
+  char err[256];
+  int base = lua_gettop(L) - nres + 1;
+  (void)t;
+  if (st != LUA_OK) {
+    first_line(err, sizeof err, lua_tostring(L, -1));
+    if (w->anchor != LUA_NOREF) report(w, L);
+    lua_pop(L, nres);
+    upl_done(&w->u, UPL_RETRY, 0, err);
+    return;
+  }
+  if (nres >= 1 && lua_isboolean(L, base) && lua_toboolean(L, base)) {
+    upl_done(&w->u, UPL_OK, 0, NULL);
+  } else if (nres >= 1 && lua_type(L, base) == LUA_TSTRING && strcmp(lua_tostring(L, base), "drop") == 0) {
+    upl_done(&w->u, UPL_DROP, 0, "dropped by send");
+  } else if (nres == 0 || lua_isnil(L, base) || (lua_isboolean(L, base) && !lua_toboolean(L, base))) {
+    lua_Number ra = nres >= 2 ? lua_tonumber(L, base + 1) : 0;
+    upl_done(&w->u, UPL_RETRY, ra > 0 ? (int64_t)(ra > 1e15 ? 1e15 : ra) : 0, "send returned false");
+  } else {
+    lua_pushfstring(L, "send returned %s; expected true, false, nil or \"drop\"", luaL_typename(L, base));
+    luaL_traceback(L, L, lua_tostring(L, -1), 0);
+    lua_remove(L, -2);
+    first_line(err, sizeof err, lua_tostring(L, -1));
+    report(w, L);
+    upl_done(&w->u, UPL_RETRY, 0, err);
+  }
+  lua_settop(L, base - 1);
+}
+
+/* ops->send: run the send function as a task with (patch, json). */
+static void send_start(upl *u) {
+  lw_up *w = (lw_up *)u;
+  lua_State *L = w->c->L ? w->c->L : w->c->main;
+  luaL_checkstack(L, 4, "send");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
+  lua_getiuservalue(L, -1, UV_SEND);
+  lua_remove(L, -2);
+  lc_push(L, u->payload);
+  lua_pushlstring(L, u->body, u->body_len);
+  lw_spawn(w->c, L, 2, send_done, w);
+}
+
+static const upl_ops ops = {send_start, settled};
+
+/* Options: a bad one raises an error that names it. */
+static int64_t opt_ms(lua_State *L, const char *name, int64_t def) {
+  lua_Number v = 0;
+  int t = lua_getfield(L, 1, name);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (t != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0 || v != v)
+    luaL_error(L, "wsup.uploader: option '%s' must be a non-negative number of ms", name);
+  lua_pop(L, 1);
+  return (int64_t)(v > 1e15 ? 1e15 : v);
+}
+
+static void check_opt_names(lua_State *L) {
+  static const char *const known[] = {"send", "base_delay_ms", "max_delay_ms", "jitter_ms", "merge_keys",
+                                      "name", "on_error", NULL};
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i = 0;
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "wsup.uploader: option names must be strings");
+    while (known[i] && strcmp(known[i], lua_tostring(L, -2)) != 0) i++;
+    if (!known[i]) luaL_error(L, "wsup.uploader: unknown option '%s'", lua_tostring(L, -2));
+    lua_pop(L, 1);
+  }
+}
+
+static void opt_keys(lua_State *L, pt_keys *k) {
+  if (lua_getfield(L, 1, "merge_keys") == LUA_TNIL) {
+    pt_keys_default(k);
+  } else {
+    lua_Integer n;
+    if (!lua_istable(L, -1)) luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
+    n = luaL_len(L, -1);
+    if (n > PT_MAX_KEYS) luaL_error(L, "wsup.uploader: option 'merge_keys' has more than %d keys", PT_MAX_KEYS);
+    for (lua_Integer i = 1; i <= n; i++) {
+      if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
+        pt_keys_free(k);
+        luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
+      }
+      pt_keys_add(k, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static int l_uploader(lua_State *L) {
+  lw_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
+  int64_t base, max, jitter;
+  pt_keys keys = {0};
+  lw_up *w;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  check_opt_names(L);
+  if (lua_getfield(L, 1, "send") != LUA_TFUNCTION)
+    return luaL_error(L, "wsup.uploader: option 'send' must be a function");
+  if (lua_getfield(L, 1, "on_error") != LUA_TNIL && !lua_isfunction(L, -1))
+    return luaL_error(L, "wsup.uploader: option 'on_error' must be a function");
+  base = opt_ms(L, "base_delay_ms", 500);
+  max = opt_ms(L, "max_delay_ms", 30000);
+  jitter = opt_ms(L, "jitter_ms", 500);
+  if (lua_getfield(L, 1, "name") != LUA_TNIL && !lua_isstring(L, -1))
+    return luaL_error(L, "wsup.uploader: option 'name' must be a string");
+  /* Userdata first, so an error while filling it leaks nothing. */
+  w = lua_newuserdatauv(L, sizeof *w, 2);
+  memset(w, 0, sizeof *w);
+  w->anchor = LUA_NOREF;
+  luaL_setmetatable(L, UP_MT);
+  snprintf(w->name, sizeof w->name, "%s", lua_isstring(L, -2) ? lua_tostring(L, -2) : "uploader");
+  opt_keys(L, &w->u.keys);
+  keys = w->u.keys;
+  w->c = c;
+  upl_init(&w->u, &c->loop, &ops, w, &keys);
+  w->u.base_ms = base;
+  w->u.max_ms = max;
+  w->u.jitter_ms = jitter;
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, UV_SEND);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, -2, UV_ONERROR);
+  return 1;
+}
+
+static int up_enqueue(lua_State *L) {
+  lw_up *w = checkup(L);
+  int had;
+  if (w->u.closed) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lc_check_patch(L, 2);
+  had = w->u.pending != NULL;
+  lc_apply(L, 2, upl_pending_obj(&w->u), &w->u.keys);
+  upl_commit(&w->u, had);
+  anchor(w, L, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int up_close(lua_State *L) {
+  lw_up *w = checkup(L);
+  if (w->c->open) upl_close(&w->u);
+  return 0;
+}
+
+static int quiet(void *ud) { return upl_idle(&((lw_up *)ud)->u); }
+
+static void flush_timeout(void *ud) {
+  lw_task *t = ud;
+  lw_up *w = t->waiting_on;
+  lw_task **p = &w->waiters;
+  while (*p && *p != t) p = &(*p)->next_waiter;
+  if (!*p) return;
+  *p = t->next_waiter;
+  t->next_waiter = NULL;
+  t->flushed = 0;
+  lw_wake(t, push_bool, &t->flushed);
+}
+
+static int up_flush(lua_State *L) {
+  lw_up *w = checkup(L);
+  int64_t deadline = -1;
+  lw_task *t;
+  if (!lua_isnoneornil(L, 2)) deadline = wl_now(&w->c->loop) + lw_checkms(L, 2);
+  if (upl_idle(&w->u)) {
+    lua_pushboolean(L, !w->u.lost);
+    return 1;
+  }
+  if ((t = lw_current(w->c, L)) != NULL) {
+    t->next_waiter = w->waiters;
+    w->waiters = t;
+    t->waiting_on = w;
+    if (deadline >= 0) wl_timer_start(&w->c->loop, &t->timer, deadline - wl_now(&w->c->loop), flush_timeout, t);
+    return lw_wait(L);
+  }
+  if (w->c->loop.running) return luaL_error(L, "flush: cannot wait here: not in a task, and the loop is running");
+  lw_drive(w->c, L, deadline, quiet, w);
+  lua_pushboolean(L, flushed(w));
+  return 1;
+}
+
+static int up_pending(lua_State *L) {
+  lw_up *w = checkup(L);
+  if (w->u.pending) lc_push(L, w->u.pending);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static void setint(lua_State *L, const char *k, uint64_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static void setbool(lua_State *L, const char *k, int v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int up_stats(lua_State *L) {
+  lw_up *w = checkup(L);
+  const upl_stats *s = &w->u.st;
+  lua_createtable(L, 0, 16);
+  setint(L, "enqueued", s->enqueued);
+  setint(L, "coalesced", s->coalesced);
+  setint(L, "absorbed", s->absorbed);
+  setint(L, "attempts", s->attempts);
+  setint(L, "delivered", s->delivered);
+  setint(L, "failures", s->failures);
+  setint(L, "dropped", s->dropped);
+  setint(L, "consecutive_failures", s->consecutive_failures);
+  setint(L, "bytes_sent", s->bytes_sent);
+  setbool(L, "inflight", w->u.phase == UPL_SENDING || w->u.phase == UPL_BACKOFF);
+  setbool(L, "pending", w->u.pending != NULL);
+  setbool(L, "closed", w->u.closed);
+  if (w->u.next_attempt_at >= 0) setint(L, "next_attempt_at", (uint64_t)w->u.next_attempt_at);
+  if (w->u.last_error[0]) {
+    lua_pushstring(L, w->u.last_error);
+    lua_setfield(L, -2, "last_error");
+  }
+  return 1;
+}
+
+static const char *phase_name(const lw_up *w) {
+  static const char *const names[] = {"idle", "queued", "sending", "backoff"};
+  return w->u.closed ? "closed" : names[w->u.phase];
+}
+
+static int up_tostring(lua_State *L) {
+  lw_up *w = checkup(L);
+  lua_pushfstring(L, "wsup.uploader \"%s\" (%s)", w->name, phase_name(w));
+  return 1;
+}
+
+static int up_gc(lua_State *L) {
+  lw_up *w = checkup(L);
+  if (!w->c) pt_keys_free(&w->u.keys); /* options raised before upl_init */
+  else if (w->c->open) upl_free(&w->u);
+  return 0;
+}
+
+void lw_open_uploader(lua_State *L) {
+  static const luaL_Reg meth[] = {{"enqueue", up_enqueue}, {"close", up_close}, {"flush", up_flush},
+                                  {"pending", up_pending}, {"stats", up_stats}, {"__close", up_close},
+                                  {"__gc", up_gc}, {"__tostring", up_tostring}, {NULL, NULL}};
+  static const luaL_Reg f[] = {{"uploader", l_uploader}, {NULL, NULL}};
+  luaL_newmetatable(L, UP_MT);
+  luaL_setfuncs(L, meth, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LW_CTX);
+  luaL_setfuncs(L, f, 1);
+}

@@ -1,0 +1,533 @@
+/* receiver.c: see receiver.h.
+ *
+ * libmicrohttpd runs its own polling thread and calls on_access; what the caller's
+ * threads also touch sits behind rcv.mu. Stored states are immutable snapshots (a
+ * PUT folds into a fresh copy and swaps it in), so a response or the log hook can
+ * hold one without the lock. A delayed response parks its connection with
+ * MHD_suspend_connection; a timer thread resumes it when due.
+ */
+#include "receiver.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RCV_MAX_BODY (1024 * 1024)
+#define RCV_STATUSES 1000 /* MHD only sends status codes 100..999 */
+#define RCV_CONN_LIMIT 4096u
+#define RCV_TIMEOUT_S 300u
+
+static const char *const default_keys[] = {"external_metadata", "internal_metadata"};
+
+/* One request in flight; lives in MHD's per-request slot, freed by on_completed. */
+struct req {
+  struct req *next;            /* link in rcv.parked while suspended */
+  struct MHD_Connection *conn; /* set while parked */
+  long long due_ms;            /* CLOCK_MONOTONIC deadline while parked */
+  char *buf;                   /* owned body bytes, never more than max_body */
+  size_t len;
+  bool want_body, too_big, waited;
+  int status;                  /* 0 until the outcome is decided */
+  struct MHD_Response *resp;   /* owned until queued */
+};
+
+struct rcv {
+  struct MHD_Daemon *d;
+  pthread_t timer;
+  pthread_mutex_t mu;          /* guards the fields up to log_ud */
+  pthread_cond_t cv;           /* wakes the timer thread */
+  bool stopping;
+  json_t *states;              /* owned: path -> immutable state snapshot */
+  struct req *parked;          /* suspended connections awaiting their delay */
+  int delay_ms, fail_n, fail_status;
+  char fail_retry[64];         /* "" = no Retry-After header */
+  unsigned long requests, by_status[RCV_STATUSES];
+  rcv_log_fn log_fn;
+  void *log_ud;
+  size_t max_body, nkeys;      /* these are fixed once rcv_start returns */
+  char **keys;                 /* owned copies of the merge keys */
+  int port;
+  char err[256];               /* first libmicrohttpd message, read if start fails */
+};
+
+/* What a request gets answered; body is owned (a state snapshot or an error). */
+struct reply {
+  int status;
+  json_t *body;
+  char retry[64];
+};
+
+/* ---- folding ---- */
+
+static bool is_merge_key(const char *k, const char *const *keys, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(k, keys[i]) == 0) return true;
+  return false;
+}
+
+/* One level only: obj's members overwrite state[key]'s, and null ones delete. */
+static int merge_one(json_t *state, const char *key, json_t *obj) {
+  json_t *dst = json_object_get(state, key), *v;
+  const char *k;
+  if (!json_is_object(dst)) {
+    dst = json_object();
+    if (json_object_set_new(state, key, dst) != 0) return -1;
+  }
+  json_object_foreach(obj, k, v) {
+    if (json_is_null(v)) json_object_del(dst, k);
+    else if (json_object_set_new(dst, k, json_deep_copy(v)) != 0) return -1;
+  }
+  return 0;
+}
+
+int rcv_fold(json_t *state, const json_t *patch, const char *const *keys, size_t n) {
+  json_t *p = (json_t *)patch, *v; /* jansson's iterators take non-const */
+  const char *k;
+  if (!json_is_object(state) || !json_is_object(p)) return -1;
+  json_object_foreach(p, k, v) {
+    if (json_is_object(v) && is_merge_key(k, keys, n)) {
+      if (merge_one(state, k, v) != 0) return -1;
+    } else if (json_object_set_new(state, k, json_deep_copy(v)) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ---- deciding a request ---- */
+
+static bool path_ok(const char *url) {
+  return strcmp(url, "/worker") == 0 || strncmp(url, "/worker/", 8) == 0;
+}
+
+static int fail_with(struct reply *out, int status, const char *msg) {
+  out->status = status;
+  out->body = json_pack("{s:s}", "error", msg);
+  if (!out->body) /* msg may quote bytes that are not UTF-8 */
+    out->body = json_pack("{s:s}", "error", "invalid request");
+  return status;
+}
+
+static int get_state(rcv *r, const char *path, struct reply *out) {
+  pthread_mutex_lock(&r->mu);
+  out->body = json_incref(json_object_get(r->states, path));
+  pthread_mutex_unlock(&r->mu);
+  if (!out->body) out->body = json_object();
+  return out->status = MHD_HTTP_OK;
+}
+
+/* Consumes one armed failure: returns its status (and Retry-After) or 0. */
+static int take_failure(rcv *r, struct reply *out) {
+  int status = 0;
+  pthread_mutex_lock(&r->mu);
+  if (r->fail_n > 0) {
+    r->fail_n--;
+    status = r->fail_status;
+    memcpy(out->retry, r->fail_retry, sizeof out->retry);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return status;
+}
+
+static int put_state(rcv *r, const char *path, const struct req *q, struct reply *out) {
+  json_error_t e;
+  char msg[sizeof e.text + 96];
+  json_t *patch = json_loadb(q->buf ? q->buf : "", q->len, JSON_DECODE_ANY, &e), *cur, *next;
+  if (!patch) {
+    snprintf(msg, sizeof msg, "%s at line %d, column %d (byte %d)", e.text, e.line, e.column,
+             e.position);
+    return fail_with(out, MHD_HTTP_BAD_REQUEST, msg);
+  }
+  if (!json_is_object(patch)) {
+    json_decref(patch);
+    return fail_with(out, MHD_HTTP_BAD_REQUEST, "body is not a JSON object");
+  }
+  /* Fold into a copy so holders of the old snapshot never see it change. */
+  pthread_mutex_lock(&r->mu);
+  cur = json_object_get(r->states, path);
+  next = cur ? json_deep_copy(cur) : json_object();
+  if (next && (rcv_fold(next, patch, (const char *const *)r->keys, r->nkeys) != 0 ||
+               json_object_set_nocheck(r->states, path, next) != 0)) {
+    json_decref(next);
+    next = NULL;
+  }
+  pthread_mutex_unlock(&r->mu);
+  json_decref(patch);
+  if (!next) return fail_with(out, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+  out->body = next;
+  return out->status = MHD_HTTP_OK;
+}
+
+static void route(rcv *r, const struct req *q, const char *method, const char *url,
+                  struct reply *out) {
+  int status;
+  if (!path_ok(url)) fail_with(out, MHD_HTTP_NOT_FOUND, "no such path");
+  else if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) get_state(r, url, out);
+  else if (strcmp(method, MHD_HTTP_METHOD_PUT) != 0)
+    fail_with(out, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
+  else if ((status = take_failure(r, out)) != 0) fail_with(out, status, "injected failure");
+  else if (q->too_big) fail_with(out, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+  else put_state(r, url, q, out);
+}
+
+/* Returns a new response carrying rep (compact JSON keeps integers exact), or NULL. */
+static struct MHD_Response *respond(const struct reply *rep) {
+  char *s = rep->body ? json_dumps(rep->body, JSON_COMPACT) : NULL;
+  struct MHD_Response *resp =
+      s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
+  if (!resp) {
+    free(s);
+    return NULL;
+  }
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  if (rep->status == MHD_HTTP_METHOD_NOT_ALLOWED)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, PUT");
+  if (rep->retry[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, rep->retry);
+  return resp;
+}
+
+/* Decides once per request (sending may wait for the delay), counts it, and calls the
+ * hook outside the lock so that the hook may call us. */
+static int decide(rcv *r, struct req *q, const char *method, const char *url) {
+  struct reply rep = {0};
+  rcv_log_fn fn;
+  void *ud;
+  route(r, q, method, url, &rep);
+  pthread_mutex_lock(&r->mu);
+  r->requests++;
+  r->by_status[rep.status]++;
+  fn = r->log_fn;
+  ud = r->log_ud;
+  pthread_mutex_unlock(&r->mu);
+  if (fn) fn(ud, method, url, rep.status, rep.status == MHD_HTTP_OK ? rep.body : NULL);
+  q->status = rep.status;
+  q->resp = respond(&rep);
+  json_decref(rep.body);
+  free(q->buf);
+  q->buf = NULL;
+  return q->resp ? 0 : -1;
+}
+
+/* ---- body, delay and the MHD callbacks ---- */
+
+/* Keeps body bytes up to max_body; past that only the 413 verdict is kept. MHD hands
+ * over chunks of its read buffer, so growing by exactly n is few enough reallocs. */
+static int feed(rcv *r, struct req *q, const char *data, size_t n) {
+  char *p;
+  if (!q->want_body || q->too_big) return 0;
+  if (n > r->max_body - q->len) {
+    q->too_big = true;
+    return 0;
+  }
+  if (!(p = realloc(q->buf, q->len + n))) return -1;
+  q->buf = p;
+  memcpy(q->buf + q->len, data, n);
+  q->len += n;
+  return 0;
+}
+
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Suspends c until the timer thread resumes it; false when no delay applies. */
+static bool park(rcv *r, struct MHD_Connection *c, struct req *q) {
+  bool parked;
+  q->waited = true;
+  pthread_mutex_lock(&r->mu);
+  parked = r->delay_ms > 0 && !r->stopping;
+  if (parked) {
+    q->due_ms = now_ms() + r->delay_ms;
+    q->conn = c;
+    MHD_suspend_connection(c); /* before listing it, so no resume can come first */
+    q->next = r->parked;
+    r->parked = q;
+    pthread_cond_signal(&r->cv);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return parked;
+}
+
+/* Unlinks the parked requests due by now; lowers *next to the earliest one left. */
+static struct req *take_due(rcv *r, long long now, long long *next) {
+  struct req *due = NULL, **pp = &r->parked, *q;
+  while ((q = *pp) != NULL) {
+    if (q->due_ms <= now) {
+      *pp = q->next;
+      q->next = due;
+      due = q;
+    } else {
+      if (q->due_ms < *next) *next = q->due_ms;
+      pp = &q->next;
+    }
+  }
+  return due;
+}
+
+/* Called without the lock: MHD may finish and free q as soon as it is resumed. */
+static void resume_all(struct req *q) {
+  while (q) {
+    struct req *next = q->next;
+    MHD_resume_connection(q->conn);
+    q = next;
+  }
+}
+
+static void *timer_main(void *arg) {
+  rcv *r = arg;
+  long long next;
+  struct req *due;
+  struct timespec ts;
+  pthread_mutex_lock(&r->mu);
+  while (!r->stopping) {
+    next = LLONG_MAX;
+    if ((due = take_due(r, now_ms(), &next)) != NULL) {
+      pthread_mutex_unlock(&r->mu);
+      resume_all(due);
+      pthread_mutex_lock(&r->mu);
+    } else if (next == LLONG_MAX) {
+      pthread_cond_wait(&r->cv, &r->mu);
+    } else {
+      ts.tv_sec = next / 1000;
+      ts.tv_nsec = (next % 1000) * 1000000;
+      pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* MHD calls this on the headers, per body chunk, at the end, and after a resume. */
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version, const char *data,
+                                 size_t *size, void **slot) {
+  rcv *r = cls;
+  struct req *q = *slot;
+  const char *len;
+  enum MHD_Result rc;
+  (void)version;
+  if (!q) {
+    if (!(q = calloc(1, sizeof *q))) return MHD_NO;
+    *slot = q;
+    q->want_body = path_ok(url) && strcmp(method, MHD_HTTP_METHOD_PUT) == 0;
+    /* A declared oversize is refused now, before any of it is read. */
+    len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    q->too_big = q->want_body && len && strtoull(len, NULL, 10) > r->max_body;
+    if (!q->too_big) return MHD_YES;
+  } else if (*size) {
+    rc = feed(r, q, data, *size) == 0 ? MHD_YES : MHD_NO;
+    *size = 0;
+    return rc;
+  }
+  if (!q->status && decide(r, q, method, url) != 0) return MHD_NO;
+  if (!q->waited && park(r, c, q)) return MHD_YES;
+  rc = MHD_queue_response(c, (unsigned int)q->status, q->resp);
+  MHD_destroy_response(q->resp);
+  q->resp = NULL;
+  return rc;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **slot,
+                         enum MHD_RequestTerminationCode why) {
+  struct req *q = *slot;
+  (void)cls, (void)c, (void)why;
+  if (!q) return;
+  if (q->resp) MHD_destroy_response(q->resp);
+  free(q->buf);
+  free(q);
+  *slot = NULL;
+}
+
+/* Keeps MHD's first message so a failed start can say why. Until start returns only
+ * the starting thread writes it, and after that nobody reads it: no lock needed. */
+static void on_log(void *cls, const char *fmt, va_list ap) {
+  rcv *r = cls;
+  size_t n;
+  if (r->err[0]) return;
+  vsnprintf(r->err, sizeof r->err, fmt, ap);
+  n = strlen(r->err);
+  if (n && r->err[n - 1] == '\n') r->err[n - 1] = '\0';
+}
+
+/* ---- life cycle ---- */
+
+union addr {
+  struct sockaddr sa;
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+};
+
+/* Numeric hosts only: this is a test fixture, not a resolver. */
+static int make_addr(const char *host, int port, union addr *a, unsigned int *flags) {
+  memset(a, 0, sizeof *a);
+  if (port < 0 || port > 65535) return -1;
+  if (inet_pton(AF_INET, host, &a->v4.sin_addr) == 1) {
+    a->v4.sin_family = AF_INET;
+    a->v4.sin_port = htons((uint16_t)port);
+  } else if (inet_pton(AF_INET6, host, &a->v6.sin6_addr) == 1) {
+    a->v6.sin6_family = AF_INET6;
+    a->v6.sin6_port = htons((uint16_t)port);
+    *flags |= MHD_USE_IPv6;
+  } else {
+    return -1;
+  }
+  return 0;
+}
+
+static void destroy(rcv *r) {
+  for (size_t i = 0; i < r->nkeys; i++) free(r->keys[i]);
+  free(r->keys);
+  json_decref(r->states);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+/* Allocates r with its lock, its condition (on the monotonic clock) and key copies. */
+static rcv *create(const rcv_opts *o) {
+  const char *const *keys = o->merge_keys ? o->merge_keys : default_keys;
+  size_t n = o->merge_keys ? o->n_merge_keys : 2;
+  pthread_condattr_t ca;
+  rcv *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&r->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  r->max_body = o->max_body ? o->max_body : RCV_MAX_BODY;
+  r->states = json_object();
+  r->keys = calloc(n ? n : 1, sizeof *r->keys);
+  for (; r->keys && r->nkeys < n; r->nkeys++)
+    if (!(r->keys[r->nkeys] = strdup(keys[r->nkeys]))) break;
+  if (!r->states || !r->keys || r->nkeys < n) {
+    destroy(r);
+    return NULL;
+  }
+  return r;
+}
+
+static void stop_timer(rcv *r) {
+  pthread_mutex_lock(&r->mu);
+  r->stopping = true;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  pthread_join(r->timer, NULL);
+}
+
+static rcv *start_failed(rcv *r, const char *why, char *err, size_t errlen) {
+  if (err && errlen) snprintf(err, errlen, "%s", why);
+  if (r) destroy(r);
+  return NULL;
+}
+
+rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
+  const rcv_opts none = {0};
+  unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+                       MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+  const union MHD_DaemonInfo *info;
+  union addr a;
+  rcv *r;
+  if (!o) o = &none;
+  if (make_addr(o->host ? o->host : "127.0.0.1", o->port, &a, &flags) != 0)
+    return start_failed(NULL, "bad host (numeric IPv4/IPv6 expected) or port", err, errlen);
+  if (!(r = create(o))) return start_failed(NULL, "out of memory", err, errlen);
+  if (pthread_create(&r->timer, NULL, timer_main, r) != 0)
+    return start_failed(r, "cannot start the timer thread", err, errlen);
+  /* MHD binds to a, but names the port argument in its messages. */
+  r->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, r,
+                          MHD_OPTION_EXTERNAL_LOGGER, on_log, r, /* must come first */
+                          MHD_OPTION_SOCK_ADDR, &a.sa,
+                          MHD_OPTION_CONNECTION_LIMIT, RCV_CONN_LIMIT,
+                          MHD_OPTION_CONNECTION_TIMEOUT, RCV_TIMEOUT_S,
+                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, r,
+                          MHD_OPTION_END);
+  if (!r->d) {
+    stop_timer(r);
+    return start_failed(r, r->err[0] ? r->err : "cannot start the HTTP daemon", err, errlen);
+  }
+  info = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_BIND_PORT);
+  r->port = info ? info->port : 0;
+  return r;
+}
+
+void rcv_stop(rcv *r) {
+  long long next = LLONG_MAX;
+  struct req *left;
+  if (!r) return;
+  stop_timer(r); /* also ends parking, so MHD never stops with a connection suspended */
+  pthread_mutex_lock(&r->mu);
+  left = take_due(r, LLONG_MAX, &next);
+  pthread_mutex_unlock(&r->mu);
+  resume_all(left);
+  MHD_stop_daemon(r->d);
+  destroy(r);
+}
+
+/* ---- the caller's side ---- */
+
+int rcv_port(const rcv *r) {
+  return r->port;
+}
+
+json_t *rcv_state(rcv *r, const char *path) {
+  json_t *s;
+  pthread_mutex_lock(&r->mu);
+  s = json_deep_copy(json_object_get(r->states, path)); /* NULL stays NULL */
+  pthread_mutex_unlock(&r->mu);
+  return s;
+}
+
+void rcv_fail(rcv *r, int n, int status, const char *retry_after) {
+  pthread_mutex_lock(&r->mu);
+  r->fail_n = n > 0 && status >= 100 && status < RCV_STATUSES ? n : 0;
+  r->fail_status = status;
+  snprintf(r->fail_retry, sizeof r->fail_retry, "%s", retry_after ? retry_after : "");
+  pthread_mutex_unlock(&r->mu);
+}
+
+void rcv_delay(rcv *r, int ms) {
+  pthread_mutex_lock(&r->mu);
+  r->delay_ms = ms > 0 ? ms : 0;
+  pthread_mutex_unlock(&r->mu);
+}
+
+size_t rcv_stats(rcv *r, int *statuses, unsigned long *counts, size_t max) {
+  size_t n = 0;
+  pthread_mutex_lock(&r->mu);
+  for (int s = 0; s < RCV_STATUSES; s++) {
+    if (!r->by_status[s]) continue;
+    if (n < max) {
+      statuses[n] = s;
+      counts[n] = r->by_status[s];
+    }
+    n++;
+  }
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
+unsigned long rcv_requests(rcv *r) {
+  unsigned long n;
+  pthread_mutex_lock(&r->mu);
+  n = r->requests;
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
+void rcv_on_request(rcv *r, rcv_log_fn fn, void *ud) {
+  pthread_mutex_lock(&r->mu);
+  r->log_fn = fn;
+  r->log_ud = ud;
+  pthread_mutex_unlock(&r->mu);
+}

@@ -1,0 +1,158 @@
+/* uploader.c: see uploader.h. */
+#include "uploader.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_error(upl *u, const char *e) {
+  snprintf(u->last_error, sizeof u->last_error, "%s", e ? e : "");
+}
+
+static void settle(upl *u) {
+  if (u->ops->settled) u->ops->settled(u);
+}
+
+static void drop_payload(upl *u) {
+  json_decref(u->payload);
+  u->payload = NULL;
+  free(u->body);
+  u->body = NULL;
+  u->body_len = 0;
+}
+
+static void attempt(upl *u) {
+  free(u->body);
+  u->body = json_dumps(u->payload, JSON_COMPACT);
+  if (!u->body) abort(); /* only out of memory: payloads are valid by construction */
+  u->body_len = strlen(u->body);
+  u->phase = UPL_SENDING;
+  u->next_attempt_at = -1;
+  u->st.attempts++;
+  u->st.bytes_sent += u->body_len;
+  u->ops->send(u);
+}
+
+static void start_cb(void *ud) {
+  upl *u = ud;
+  if (u->closed || u->phase != UPL_QUEUED) return;
+  u->payload = u->pending;
+  u->pending = NULL;
+  attempt(u);
+}
+
+static void retry_cb(void *ud) {
+  upl *u = ud;
+  if (u->closed) return;
+  if (u->pending) {
+    if (pt_coalesce(u->payload, u->pending, &u->keys) != 0) abort();
+    json_decref(u->pending);
+    u->pending = NULL;
+    u->st.absorbed++;
+  }
+  attempt(u);
+}
+
+static void schedule(upl *u) {
+  u->phase = UPL_QUEUED;
+  u->next_attempt_at = wl_now(u->loop);
+  wl_defer(u->loop, &u->start, start_cb, u);
+}
+
+void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, pt_keys *keys) {
+  memset(u, 0, sizeof *u);
+  u->loop = l;
+  u->ops = ops;
+  u->ud = ud;
+  u->keys = *keys;
+  keys->n = 0;
+  u->base_ms = 500;
+  u->max_ms = 30000;
+  u->jitter_ms = 500;
+  u->next_attempt_at = -1;
+}
+
+void upl_free(upl *u) {
+  upl_close(u);
+  drop_payload(u);
+  pt_keys_free(&u->keys);
+}
+
+json_t *upl_pending_obj(upl *u) {
+  if (u->closed) return NULL;
+  if (!u->pending && !(u->pending = json_object())) abort();
+  return u->pending;
+}
+
+void upl_commit(upl *u, int had_pending) {
+  u->st.enqueued++;
+  if (had_pending) u->st.coalesced++;
+  if (u->phase == UPL_IDLE) schedule(u);
+}
+
+int upl_enqueue(upl *u, const json_t *patch) {
+  int had = u->pending != NULL;
+  json_t *p = upl_pending_obj(u);
+  if (!p) return 0;
+  if (pt_coalesce(p, patch, &u->keys) != 0) return -1;
+  upl_commit(u, had);
+  return 1;
+}
+
+int64_t upl_delay(const upl *u, unsigned failures, double unit) {
+  double exp = ldexp((double)u->base_ms, failures > 1 ? (int)(failures > 64 ? 64 : failures - 1) : 0);
+  return (int64_t)fmin(exp, (double)u->max_ms) + (int64_t)(unit * (double)u->jitter_ms);
+}
+
+void upl_done(upl *u, upl_result r, int64_t retry_after_ms, const char *error) {
+  if (u->phase != UPL_SENDING) return;
+  if (r == UPL_RETRY) {
+    u->st.failures++;
+    u->st.consecutive_failures++;
+    set_error(u, error ? error : "send failed");
+    if (!u->closed) {
+      int64_t d = upl_delay(u, u->st.consecutive_failures, wl_random(u->loop));
+      if (retry_after_ms > d) d = retry_after_ms;
+      u->phase = UPL_BACKOFF;
+      u->next_attempt_at = wl_now(u->loop) + d;
+      wl_timer_start(u->loop, &u->backoff, d, retry_cb, u);
+      return;
+    }
+    u->lost = 1;
+  } else {
+    u->st.consecutive_failures = 0;
+    if (r == UPL_DROP) {
+      u->st.dropped++;
+      set_error(u, error ? error : "dropped by send");
+    } else {
+      u->st.delivered++;
+    }
+  }
+  drop_payload(u);
+  u->phase = UPL_IDLE;
+  u->next_attempt_at = -1;
+  if (u->pending && !u->closed) schedule(u);
+  else settle(u);
+}
+
+void upl_close(upl *u) {
+  if (u->closed) return;
+  u->closed = 1;
+  if (u->pending) {
+    json_decref(u->pending);
+    u->pending = NULL;
+    u->lost = 1;
+  }
+  wl_cancel(u->loop, &u->start);
+  wl_timer_stop(u->loop, &u->backoff);
+  u->next_attempt_at = -1;
+  if (u->phase == UPL_BACKOFF) u->lost = 1;
+  if (u->phase != UPL_SENDING) {
+    drop_payload(u);
+    u->phase = UPL_IDLE;
+  }
+  settle(u);
+}
+
+int upl_idle(const upl *u) { return u->phase == UPL_IDLE && !u->pending; }

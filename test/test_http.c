@@ -1,0 +1,521 @@
+/* test_http.c — http.c against an in-process libmicrohttpd server on 127.0.0.1. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include "http.h"
+
+/* ---- server ---- */
+
+typedef struct srv {
+  struct MHD_Daemon *d;
+  int port;
+  atomic_int opened, open;   /* connections accepted so far / currently open */
+} srv;
+
+typedef struct upload { char *p; size_t len; } upload;
+
+static void on_conn(void *cls, struct MHD_Connection *conn, void **sctx, enum MHD_ConnectionNotificationCode code) {
+  (void)conn; (void)sctx;
+  srv *s = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) { atomic_fetch_add(&s->opened, 1); atomic_fetch_add(&s->open, 1); }
+  else atomic_fetch_sub(&s->open, 1);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+  (void)cls; (void)conn; (void)toe;
+  upload *u = *con_cls;
+  if (u) { free(u->p); free(u); }
+  *con_cls = NULL;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code, const char *body, size_t len, ...) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  va_list ap;
+  va_start(ap, len);
+  for (const char *n; (n = va_arg(ap, const char *));) MHD_add_response_header(r, n, va_arg(ap, const char *));
+  va_end(ap);
+  enum MHD_Result ok = MHD_queue_response(conn, code, r);
+  MHD_destroy_response(r);
+  return ok;
+}
+
+static const char *hv(struct MHD_Connection *conn, const char *name) {
+  const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+  return v ? v : "none";
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *data, size_t *size, void **con_cls) {
+  (void)cls; (void)version;
+  upload *u = *con_cls;
+  if (!u) { *con_cls = calloc(1, sizeof(upload)); return *con_cls ? MHD_YES : MHD_NO; }
+  if (*size) {
+    char *p = realloc(u->p, u->len + *size);
+    if (!p) return MHD_NO;
+    memcpy(p + u->len, data, *size);
+    u->p = p; u->len += *size; *size = 0;
+    return MHD_YES;
+  }
+  if (!strcmp(url, "/echo"))
+    return reply(conn, 200, u->p ? u->p : "", u->len, "X-Method", method, "X-Padded", "  padded value  ",
+                 "X-Got-Req", hv(conn, "X-Req"), "X-Got-Ctype", hv(conn, "Content-Type"),
+                 "X-Got-Expect", hv(conn, "Expect"), "X-Got-Clen", hv(conn, "Content-Length"), NULL);
+  if (!strcmp(url, "/busy")) return reply(conn, 503, "busy", 4, "Retry-After", "1", NULL);
+  if (!strcmp(url, "/stall")) { usleep(1000 * 1000); return reply(conn, 200, "late", 4, NULL); }
+  if (!strcmp(url, "/redir")) return reply(conn, 302, "", 0, "Location", "/echo", NULL);
+  if (!strcmp(url, "/big")) {
+    static const size_t n = 100000;
+    char *b = malloc(n);
+    if (!b) return MHD_NO;
+    memset(b, 'x', n);
+    enum MHD_Result ok = reply(conn, 200, b, n, NULL);
+    free(b);
+    return ok;
+  }
+  return reply(conn, 404, "", 0, NULL);
+}
+
+static int srv_setup(void **state) {
+  srv *s = calloc(1, sizeof *s);
+  struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  s->d = MHD_start_daemon(MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+                          NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
+                          MHD_OPTION_NOTIFY_CONNECTION, on_conn, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                          MHD_OPTION_END);
+  if (!s->d) return -1;
+  s->port = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT)->port;
+  setenv("no_proxy", "*", 1);  /* never send test traffic to a proxy */
+  *state = s;
+  return 0;
+}
+
+static int srv_teardown(void **state) {
+  srv *s = *state;
+  MHD_stop_daemon(s->d);
+  free(s);
+  return 0;
+}
+
+/* ---- client harness ---- */
+
+#define MAXH 32
+typedef struct got {
+  int calls;
+  long status;
+  int err;
+  char errmsg[CURL_ERROR_SIZE];
+  char *body;
+  size_t body_len, bytes_sent, n;
+  char name[MAXH][64], value[MAXH][256];
+} got;
+
+static void on_done(void *ud, const http_res *r) {
+  got *g = ud;
+  g->calls++;
+  g->status = r->status;
+  g->err = r->err;
+  snprintf(g->errmsg, sizeof g->errmsg, "%s", r->errmsg);
+  free(g->body);
+  g->body = malloc(r->body_len + 1);
+  memcpy(g->body, r->body, r->body_len + 1);
+  g->body_len = r->body_len;
+  g->bytes_sent = r->bytes_sent;
+  g->n = r->n_headers < MAXH ? r->n_headers : MAXH;
+  for (size_t i = 0; i < g->n; i++) {
+    snprintf(g->name[i], sizeof g->name[i], "%s", r->headers[i].name);
+    snprintf(g->value[i], sizeof g->value[i], "%s", r->headers[i].value);
+  }
+}
+
+static const char *hdr(const got *g, const char *name) {
+  for (size_t i = 0; i < g->n; i++)
+    if (!strcmp(g->name[i], name)) return g->value[i];
+  return "<absent>";
+}
+
+typedef struct env {
+  uv_loop_t loop;
+  uv_timer_t watchdog;
+  int fired, closed;
+  http_client *c;
+  char url[128];
+} env;
+
+static void on_watchdog(uv_timer_t *t) { env *e = t->data; e->fired = 1; uv_stop(t->loop); }
+static void on_closed(void *ud) { ((env *)ud)->closed++; }
+
+static void env_init(env *e) {
+  memset(e, 0, sizeof *e);
+  assert_int_equal(uv_loop_init(&e->loop), 0);
+  uv_timer_init(&e->loop, &e->watchdog);      /* unref'd: fails a hung test without keeping the loop alive */
+  e->watchdog.data = e;
+  uv_timer_start(&e->watchdog, on_watchdog, 10000, 0);
+  uv_unref((uv_handle_t *)&e->watchdog);
+  assert_non_null(e->c = http_client_new(&e->loop));
+}
+
+static const char *url(env *e, srv *s, const char *path) {
+  snprintf(e->url, sizeof e->url, "http://127.0.0.1:%d%s", s->port, path);
+  return e->url;
+}
+
+/* Runs the loop until it exits by itself; fails if the watchdog had to stop it. */
+static void run(env *e) {
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  assert_int_equal(e->fired, 0);
+}
+
+static void env_done(env *e) {
+  if (e->c) http_client_close(e->c, on_closed, e);
+  run(e);
+  assert_int_equal(e->closed, 1);
+  uv_close((uv_handle_t *)&e->watchdog, NULL);
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&e->loop), 0);   /* every client handle was closed */
+}
+
+static void start(env *e, const http_req *r, got *g) {
+  char err[128];
+  assert_non_null(http_start(e->c, r, on_done, g, err, sizeof err));
+}
+
+/* ---- tests ---- */
+
+static void test_echo_put(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  const char *h[] = { "Content-Type: application/json", "X-Req: hello" };
+  const char *json = "{\"a\":1}";
+  got g1 = {0}, g2 = {0}, g3 = {0};
+  start(&e, &(http_req){ .method = "PUT", .url = url(&e, s, "/echo"), .headers = h, .n_headers = 2,
+                         .body = json, .body_len = strlen(json) }, &g1);
+  size_t n = 1536 * 1024;                         /* > 1 MiB: curl 7.88 would add Expect: 100-continue */
+  char *big = malloc(n);
+  for (size_t i = 0; i < n; i++) big[i] = (char)('a' + i % 26);
+  start(&e, &(http_req){ .method = "PUT", .url = e.url, .body = big, .body_len = n, .max_body = 2 * n }, &g2);
+  memset(big, 0, n);                              /* the body was copied */
+  start(&e, &(http_req){ .method = "POST", .url = e.url }, &g3);
+  assert_int_equal(g1.calls + g2.calls + g3.calls, 0); /* never called from inside http_start */
+  assert_int_equal(http_active(e.c), 3);
+  run(&e);
+  assert_int_equal(http_active(e.c), 0);
+  assert_int_equal(g1.calls, 1);
+  assert_int_equal(g1.status, 200);
+  assert_int_equal(g1.err, 0);
+  assert_string_equal(g1.errmsg, "");
+  assert_int_equal(g1.body_len, strlen(json));
+  assert_string_equal(g1.body, json);
+  assert_int_equal(g1.bytes_sent, strlen(json));
+  assert_string_equal(hdr(&g1, "x-method"), "PUT");
+  assert_string_equal(hdr(&g1, "x-padded"), "padded value");
+  assert_string_equal(hdr(&g1, "x-got-req"), "hello");
+  assert_string_equal(hdr(&g1, "x-got-ctype"), "application/json");
+  assert_string_equal(hdr(&g1, "x-got-expect"), "none");
+  assert_string_equal(hdr(&g1, "content-length"), "7");
+  for (size_t i = 0; i < g1.n; i++)
+    for (const char *p = g1.name[i]; *p; p++) assert_false(*p >= 'A' && *p <= 'Z');
+  assert_int_equal(g2.calls, 1);
+  assert_int_equal(g2.status, 200);
+  assert_int_equal(g2.bytes_sent, n);
+  assert_int_equal(g2.body_len, n);
+  for (size_t i = 0; i < n; i++) big[i] = (char)('a' + i % 26);
+  assert_memory_equal(g2.body, big, n);
+  assert_string_equal(hdr(&g2, "x-got-ctype"), "none"); /* no form Content-Type invented */
+  assert_string_equal(hdr(&g2, "x-got-expect"), "none");
+  assert_int_equal(g3.status, 200);
+  assert_string_equal(hdr(&g3, "x-method"), "POST");
+  assert_string_equal(hdr(&g3, "x-got-clen"), "0");   /* NULL body on POST is an empty body */
+  assert_int_equal(g3.body_len, 0);
+  assert_string_equal(g3.body, "");
+  free(big); free(g1.body); free(g2.body); free(g3.body);
+  env_done(&e);
+}
+
+static void test_busy_retry_after(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got g = {0};
+  start(&e, &(http_req){ .url = url(&e, s, "/busy") }, &g);
+  run(&e);
+  assert_int_equal(g.calls, 1);
+  assert_int_equal(g.status, 503);
+  assert_int_equal(g.err, 0);
+  assert_string_equal(g.body, "busy");
+  assert_string_equal(hdr(&g, "retry-after"), "1");
+  assert_int_equal(http_retry_after_ms(hdr(&g, "retry-after"), time(NULL)), 1000);
+  free(g.body);
+  env_done(&e);
+}
+
+static void test_redirect_headers_reset(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got g1 = {0}, g2 = {0};
+  start(&e, &(http_req){ .url = url(&e, s, "/redir"), .max_redirects = 3 }, &g1);
+  start(&e, &(http_req){ .url = e.url }, &g2);
+  run(&e);
+  assert_int_equal(g1.status, 200);
+  assert_string_equal(hdr(&g1, "location"), "<absent>");               /* 302's headers were dropped */
+  assert_string_equal(hdr(&g1, "x-method"), "GET");
+  assert_int_equal(g2.status, 302);
+  assert_string_equal(hdr(&g2, "location"), "/echo");
+  free(g1.body); free(g2.body);
+  env_done(&e);
+}
+
+static void test_timeout(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got g = {0};
+  uint64_t t0 = uv_hrtime();
+  start(&e, &(http_req){ .url = url(&e, s, "/stall"), .timeout_ms = 150 }, &g);
+  run(&e);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  assert_int_equal(g.calls, 1);
+  assert_int_equal(g.err, CURLE_OPERATION_TIMEDOUT);
+  assert_int_equal(g.status, 0);
+  assert_true(strlen(g.errmsg) > 0);
+  assert_in_range(ms, 140, 900);
+  free(g.body);
+  env_done(&e);
+}
+
+static void test_body_limit(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got g1 = {0}, g2 = {0};
+  start(&e, &(http_req){ .url = url(&e, s, "/big"), .max_body = 1000 }, &g1);
+  start(&e, &(http_req){ .url = e.url }, &g2);
+  run(&e);
+  assert_int_equal(g1.calls, 1);
+  assert_int_not_equal(g1.err, 0);
+  assert_int_equal(g1.status, 0);
+  assert_string_equal(g1.errmsg, "response body over limit");
+  assert_true(g1.body_len <= 1000);
+  assert_int_equal(g2.err, 0);
+  assert_int_equal(g2.status, 200);
+  assert_int_equal(g2.body_len, 100000);
+  free(g1.body); free(g2.body);
+  env_done(&e);
+}
+
+static void test_refused(void **state) {
+  (void)state;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  socklen_t len = sizeof a;
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  env e; env_init(&e);
+  got g = {0};
+  snprintf(e.url, sizeof e.url, "http://127.0.0.1:%d/", ntohs(a.sin_port));
+  start(&e, &(http_req){ .url = e.url, .connect_timeout_ms = 2000 }, &g);
+  run(&e);
+  assert_int_equal(g.calls, 1);
+  assert_int_equal(g.err, CURLE_COULDNT_CONNECT);
+  assert_int_equal(g.status, 0);
+  assert_true(strlen(g.errmsg) > 0);
+  free(g.body);
+  env_done(&e);
+}
+
+static void test_rejects_bad_request(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got g = {0};
+  char err[128] = "";
+  const char *crlf[] = { "X-A: 1\r\nX-Injected: 2" }, *lf[] = { "X-A: 1\n" }, *noname[] = { ": v" };
+  assert_null(http_start(e.c, &(http_req){ .url = url(&e, s, "/echo"), .headers = crlf, .n_headers = 1 }, on_done, &g, err, sizeof err));
+  assert_true(strstr(err, "CR") != NULL);
+  assert_null(http_start(e.c, &(http_req){ .url = e.url, .headers = lf, .n_headers = 1 }, on_done, &g, err, sizeof err));
+  assert_null(http_start(e.c, &(http_req){ .url = e.url, .headers = noname, .n_headers = 1 }, on_done, &g, NULL, 0));
+  assert_null(http_start(e.c, &(http_req){ .method = "GE T", .url = e.url }, on_done, &g, err, sizeof err));
+  assert_null(http_start(e.c, &(http_req){ .url = "http://127.0.0.1/a b" }, on_done, &g, err, sizeof err));
+  assert_null(http_start(e.c, &(http_req){ .url = NULL }, on_done, &g, err, sizeof err));
+  assert_int_equal(http_active(e.c), 0);
+  run(&e);
+  assert_int_equal(g.calls, 0);
+  /* valid syntax but a scheme curl may not use: fails later, from the loop */
+  assert_non_null(http_start(e.c, &(http_req){ .url = "ftp://127.0.0.1/x" }, on_done, &g, err, sizeof err));
+  assert_int_equal(g.calls, 0);
+  run(&e);
+  assert_int_equal(g.calls, 1);
+  assert_int_equal(g.err, CURLE_UNSUPPORTED_PROTOCOL);
+  assert_int_equal(g.status, 0);
+  free(g.body);
+  env_done(&e);
+}
+
+/* Reentrancy: cancel before run, cancel and start from a done callback, close the client from one. */
+typedef struct chain { env *e; got g; http_xfer *victim; int step; } chain;
+
+static void chain_done(void *ud, const http_res *r) {
+  chain *ch = ud;
+  on_done(&ch->g, r);
+  if (ch->step++ == 0) {
+    http_cancel(ch->victim);                       /* in flight elsewhere: never reported */
+    char err[64];
+    assert_non_null(http_start(ch->e->c, &(http_req){ .url = ch->e->url }, chain_done, ch, err, sizeof err));
+  } else {
+    http_client_close(ch->e->c, on_closed, ch->e);
+    ch->e->c = NULL;
+  }
+}
+
+static void test_reentrancy(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got never = {0};
+  chain ch = { .e = &e };
+  http_xfer *a = http_start(e.c, &(http_req){ .url = url(&e, s, "/stall") }, on_done, &never, NULL, 0);
+  assert_non_null(a);
+  http_cancel(a);
+  assert_int_equal(http_active(e.c), 0);
+  ch.victim = http_start(e.c, &(http_req){ .url = e.url }, on_done, &never, NULL, 0);
+  assert_non_null(ch.victim);
+  assert_non_null(http_start(e.c, &(http_req){ .url = url(&e, s, "/echo") }, chain_done, &ch, NULL, 0));
+  /* a transfer still running when the client is closed is dropped silently */
+  assert_non_null(http_start(e.c, &(http_req){ .url = url(&e, s, "/stall"), .timeout_ms = 5000 }, on_done, &never, NULL, 0));
+  url(&e, s, "/echo");
+  run(&e);
+  assert_int_equal(never.calls, 0);
+  assert_int_equal(ch.g.calls, 2);
+  assert_int_equal(ch.g.status, 200);
+  assert_int_equal(e.closed, 1);
+  free(ch.g.body);
+  env_done(&e);
+}
+
+#define NCONC 200
+typedef struct conc { got g[NCONC]; char body[NCONC][32]; } conc;
+
+static void test_concurrent_and_liveness(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  conc *k = calloc(1, sizeof *k);
+  int opened0 = atomic_load(&s->opened), first = 0;
+  const char *h[] = { "Content-Type: application/json" };
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < NCONC; i++) {
+      snprintf(k->body[i], sizeof k->body[i], "{\"n\":%d,\"r\":%d}", i, round);
+      start(&e, &(http_req){ .method = "PUT", .url = url(&e, s, "/echo"), .headers = h, .n_headers = 1,
+                             .body = k->body[i], .body_len = strlen(k->body[i]), .timeout_ms = 10000 }, &k->g[i]);
+    }
+    assert_int_equal(http_active(e.c), NCONC);
+    run(&e);                                      /* returns by itself: idle cached sockets keep nothing alive */
+    assert_int_equal(http_active(e.c), 0);
+    for (int i = 0; i < NCONC; i++) {
+      assert_int_equal(k->g[i].calls, round + 1);
+      assert_int_equal(k->g[i].status, 200);
+      assert_string_equal(k->g[i].body, k->body[i]);
+    }
+    int opened = atomic_load(&s->opened) - opened0;
+    assert_in_range(opened, 1, NCONC);
+    assert_true(atomic_load(&s->open) >= opened);  /* still connected: the client cached them */
+    if (round == 0) first = opened;
+    else assert_int_equal(opened, first);         /* second round reused every connection */
+  }
+  for (int i = 0; i < NCONC; i++) free(k->g[i].body);
+  free(k);
+  env_done(&e);
+}
+
+static void test_retry_after_parse(void **state) {
+  (void)state;
+  time_t now = time(NULL);
+  char date[64];
+  struct tm tm;
+  assert_int_equal(http_retry_after_ms("1", now), 1000);
+  assert_int_equal(http_retry_after_ms(" 120 ", now), 120000);
+  assert_int_equal(http_retry_after_ms("0", now), 0);
+  time_t fut = now + 120;
+  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&fut, &tm));
+  assert_int_equal(http_retry_after_ms(date, now), 120000);
+  time_t past = now - 3600;
+  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&past, &tm));
+  assert_int_equal(http_retry_after_ms(date, now), 0);
+  assert_int_equal(http_retry_after_ms("soon", now), -1);
+  assert_int_equal(http_retry_after_ms("", now), -1);
+  assert_int_equal(http_retry_after_ms(NULL, now), -1);
+  assert_int_equal(http_retry_after_ms("12abc", now), -1);
+  assert_int_equal(http_retry_after_ms("-5", now), -1);
+  assert_true(http_retry_after_ms("99999999999999999999999999", now) > 0);
+}
+
+/* Keep-alive throughput: WSUP_HTTP_BENCH=N requests (default 2000), 100 in flight; prints client CPU per request. */
+typedef struct bench { env *e; const char *url; int left, done, ok; } bench;
+
+static const char bench_body[] = "{\"id\":12345,\"values\":[1,2,3,4,5,6,7,8,9,10],\"name\":\"uploader\"}";
+
+static void bench_next(bench *b);
+static void bench_done(void *ud, const http_res *r) {
+  bench *b = ud;
+  b->done++;
+  b->ok += r->status == 200 && r->body_len == sizeof bench_body - 1 && !memcmp(r->body, bench_body, r->body_len);
+  bench_next(b);
+}
+static void bench_next(bench *b) {
+  static const char *const h[] = { "Content-Type: application/json" };
+  if (b->left <= 0) return;
+  b->left--;
+  assert_non_null(http_start(b->e->c, &(http_req){ .method = "PUT", .url = b->url, .headers = h, .n_headers = 1,
+                                                  .body = bench_body, .body_len = sizeof bench_body - 1, .timeout_ms = 10000 },
+                             bench_done, b, NULL, 0));
+}
+
+static void test_bench_keepalive(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  const char *n = getenv("WSUP_HTTP_BENCH");
+  int total = n ? atoi(n) : 2000;
+  bench b = { .e = &e, .url = url(&e, s, "/echo"), .left = 100 };
+  for (int i = 0; i < 100; i++) bench_next(&b);   /* warm-up: open 100 connections */
+  run(&e);
+  b.left = total; b.done = b.ok = 0;
+  struct rusage r0, r1;                           /* this (the loop's) thread only, not the server's */
+  uint64_t t0 = uv_hrtime();
+  getrusage(RUSAGE_THREAD, &r0);
+  for (int i = 0; i < 100; i++) bench_next(&b);
+  run(&e);
+  getrusage(RUSAGE_THREAD, &r1);
+  double wall = (double)(uv_hrtime() - t0) / 1e3;
+#define US(a, b) ((double)((b).tv_sec - (a).tv_sec) * 1e6 + (double)((b).tv_usec - (a).tv_usec))
+  double usr = US(r0.ru_utime, r1.ru_utime), sys = US(r0.ru_stime, r1.ru_stime);
+  assert_int_equal(b.done, total);
+  assert_int_equal(b.ok, total);
+  print_message("bench: %d PUTs, 100 in flight: client thread CPU %.2f us/req (user %.2f, sys %.2f), wall %.2f us/req\n",
+                total, (usr + sys) / total, usr / total, sys / total, wall / total);
+  env_done(&e);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_echo_put),
+    cmocka_unit_test(test_busy_retry_after),
+    cmocka_unit_test(test_redirect_headers_reset),
+    cmocka_unit_test(test_timeout),
+    cmocka_unit_test(test_body_limit),
+    cmocka_unit_test(test_refused),
+    cmocka_unit_test(test_rejects_bad_request),
+    cmocka_unit_test(test_reentrancy),
+    cmocka_unit_test(test_concurrent_and_liveness),
+    cmocka_unit_test(test_retry_after_parse),
+    cmocka_unit_test(test_bench_keepalive),
+  };
+  return cmocka_run_group_tests(tests, srv_setup, srv_teardown);
+}
