@@ -244,6 +244,37 @@ describe("retry", function()
       assert.equals("string", type(up:stats().last_error))
     end)
 
+    it("goes to stderr with a traceback when no on_error is given", function()
+      local script = os.tmpname()
+      local errfile = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write([[
+local wsup = require "wsup"
+wsup.clock("virtual")
+local n = 0
+local up = wsup.uploader({ base_delay_ms = 1, jitter_ms = 0, send = function()
+  n = n + 1
+  if n == 1 then error("kaboom-default-handler") end
+  return true
+end })
+up:enqueue({ worker_status = "idle" })
+io.write(tostring(up:flush(10000)), " ", n)
+]])
+      f:close()
+      local cmd = ("LUA_PATH=%q LUA_CPATH=%q lua5.4 %q 2>%q"):format(package.path, package.cpath, script, errfile)
+      local p = assert(io.popen(cmd, "r"))
+      local out = p:read("a")
+      p:close()
+      local ef = assert(io.open(errfile, "r"))
+      local err = ef:read("a")
+      ef:close()
+      os.remove(script)
+      os.remove(errfile)
+      assert.equals("true 2", out)
+      assert.matches("kaboom-default-handler", err, 1, true)
+      assert.matches("traceback", err, 1, true)
+    end)
+
     it("does not stop other tasks or uploaders", function()
       local ticks = 0
       local errs = 0

@@ -275,6 +275,24 @@ describe("coalescing", function()
       assert.equals(1, max_running)
     end)
 
+    it("sends a patch enqueued from inside send right after it", function()
+      local up
+      local sent = {}
+      up = wsup.uploader({
+        send = function(patch)
+          sent[#sent + 1] = patch
+          if #sent == 1 then
+            assert(up:enqueue({ worker_status = "from-send" }) == true)
+          end
+          return true
+        end,
+      })
+      ups[#ups + 1] = up
+      up:enqueue({ worker_status = "first" })
+      assert.is_true(up:flush(HOUR))
+      assert.same({ { worker_status = "first" }, { worker_status = "from-send" } }, sent)
+    end)
+
     it("counts only enqueues merged into an existing pending patch as coalesced", function()
       local up = recorder(nil, nil, 1000)
       up:enqueue({ worker_status = "a" })  -- becomes pending

@@ -152,6 +152,23 @@ describe("uploader lifecycle", function()
       assert.same({ worker_status = "a" }, sent[1])
     end)
 
+    it("called from inside a failing send stops retries", function()
+      local up
+      local calls = 0
+      up = track(wsup.uploader({
+        base_delay_ms = 10, jitter_ms = 0,
+        send = function()
+          calls = calls + 1
+          up:close()
+          return false
+        end,
+      }))
+      up:enqueue({ worker_status = "a" })
+      wsup.run(HOUR)
+      assert.equals(1, calls)
+      assert.is_false(up:enqueue({ worker_status = "b" }))
+    end)
+
     it("happens when a <close> variable goes out of scope", function()
       local sent = {}
       local escaped
@@ -355,7 +372,8 @@ describe("uploader lifecycle", function()
       assert.equals(3, s.failures)
       assert.equals(3, s.consecutive_failures)
       assert.equals(0, s.delivered)
-      assert.is_false(s.inflight)
+      assert.is_false(s.pending)
+      assert.is_false(s.inflight) -- waiting in backoff is not a send in flight
       up:flush(HOUR)
       s = up:stats()
       assert.equals(4, s.attempts)

@@ -77,17 +77,8 @@ int64_t wl_now(wl_loop *l) {
 }
 
 int wl_set_virtual(wl_loop *l, int on) {
-  on = on != 0;
-  if (on == l->virt) {
-    /* Same mode: virtual time restarts at 0, keeping pending deadlines relative. */
-    if (on) {
-      for (size_t i = 0; i < l->n; i++) l->heap[i]->due -= l->vnow;
-      l->vnow = 0;
-    }
-    return 0;
-  }
   if (l->n || l->head) return -1;
-  l->virt = on;
+  l->virt = on != 0;
   l->vnow = 0;
   return 0;
 }

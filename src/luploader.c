@@ -188,14 +188,14 @@ static int l_uploader(lua_State *L) {
   base = opt_ms(L, "base_delay_ms", 500);
   max = opt_ms(L, "max_delay_ms", 30000);
   jitter = opt_ms(L, "jitter_ms", 500);
-  if (lua_getfield(L, 1, "name") != LUA_TNIL && !lua_isstring(L, -1))
+  if (lua_getfield(L, 1, "name") != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
     return luaL_error(L, "wsup.uploader: option 'name' must be a string");
   /* Userdata first, so an error while filling it leaks nothing. */
   w = lua_newuserdatauv(L, sizeof *w, 2);
   memset(w, 0, sizeof *w);
   w->anchor = LUA_NOREF;
   luaL_setmetatable(L, UP_MT);
-  snprintf(w->name, sizeof w->name, "%s", lua_isstring(L, -2) ? lua_tostring(L, -2) : "uploader");
+  snprintf(w->name, sizeof w->name, "%s", lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "uploader");
   opt_keys(L, &w->u.keys);
   keys = w->u.keys;
   w->c = c;
@@ -298,7 +298,7 @@ static int up_stats(lua_State *L) {
   setint(L, "dropped", s->dropped);
   setint(L, "consecutive_failures", s->consecutive_failures);
   setint(L, "bytes_sent", s->bytes_sent);
-  setbool(L, "inflight", w->u.phase == UPL_SENDING || w->u.phase == UPL_BACKOFF);
+  setbool(L, "inflight", w->u.phase == UPL_SENDING);
   setbool(L, "pending", w->u.pending != NULL);
   setbool(L, "closed", w->u.closed);
   if (w->u.next_attempt_at >= 0) setint(L, "next_attempt_at", (uint64_t)w->u.next_attempt_at);

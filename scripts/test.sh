@@ -1,0 +1,50 @@
+#!/bin/sh
+# Runs the C tests and the busted suite; ends with one line "N passed, N failed"
+# counting every test. Usage: test.sh [c|lua]   (default: both)
+set -u
+cd "$(dirname "$0")/.." || exit 2
+what="${1:-all}"
+passed=0 failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+if [ "${ASAN:-}" = 1 ]; then
+  # Stock lua5.4 is not instrumented: the runtime must be loaded first.
+  LD_PRELOAD="$(${CC:-cc} -print-file-name=libasan.so) $(${CC:-cc} -print-file-name=libubsan.so)"
+  export LD_PRELOAD
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_suppressions=0}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+fi
+
+if [ "$what" != lua ]; then
+  for t in build/test_*; do
+    [ -x "$t" ] || continue
+    "$t" >"$log" 2>&1
+    rc=$?
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
+    p=${p:-0} f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi # a crash counts as a failure
+    echo "$t: $p passed, $f failed"
+    [ "$f" -eq 0 ] || cat "$log"
+    passed=$((passed + p)) failed=$((failed + f))
+  done
+fi
+
+if [ "$what" != c ]; then
+  busted --lua=lua5.4 -o utfTerminal spec 2>&1 | tee "$log"
+  line=$(grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    echo "busted: no summary (crashed?)"
+    failed=$((failed + 1))
+  else
+    s=$(echo "$line" | grep -oE '[0-9]+ success' | grep -oE '[0-9]+')
+    fl=$(echo "$line" | grep -oE '[0-9]+ failure' | grep -oE '[0-9]+')
+    e=$(echo "$line" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
+    passed=$((passed + s)) failed=$((failed + fl + e))
+  fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
