@@ -63,23 +63,23 @@ describe("uploader lifecycle", function()
       error_of(wsup.uploader)
     end)
 
+    -- { option, bad value, how the value reads in the test name }
     local bad = {
-      { "send", "not a function" },
-      { "base_delay_ms", "100" },
-      { "base_delay_ms", -1 },
-      { "max_delay_ms", -1 },
-      { "max_delay_ms", {} },
-      { "jitter_ms", -5 },
-      { "jitter_ms", true },
-      { "merge_keys", "external_metadata" },
-      { "merge_keys", { 1, 2 } },
-      { "name", 42 },
-      { "on_error", "print" },
+      { "send", "not a function", '"not a function"' },
+      { "base_delay_ms", "100", '"100" (a string)' },
+      { "base_delay_ms", -1, "-1" },
+      { "max_delay_ms", -1, "-1" },
+      { "max_delay_ms", {}, "{}" },
+      { "jitter_ms", -5, "-5" },
+      { "jitter_ms", true, "true" },
+      { "merge_keys", "external_metadata", '"external_metadata" (not a list)' },
+      { "merge_keys", { 1, 2 }, "{1, 2} (not strings)" },
+      { "name", 42, "42 (a number)" },
+      { "on_error", "print", '"print" (a string)' },
     }
     for _, case in ipairs(bad) do
-      local key, value = case[1], case[2]
-      it(("reject %s = %s with a message naming %s"):format(key, type(value) == "string" and ("%q"):format(value)
-        or type(value) == "table" and "a table" or tostring(value), key), function()
+      local key, value, shown = case[1], case[2], case[3]
+      it(("reject %s = %s with a message naming %s"):format(key, shown, key), function()
         local opts = { send = ok_send }
         opts[key] = value
         assert.matches(key, error_of(wsup.uploader, opts), 1, true)

@@ -87,11 +87,13 @@ describe("values", function()
 
   describe("floats", function()
     local floats = {
-      tenth = 0.1, sum = 0.1 + 0.2, third = 1 / 3, neg = -2.5, huge = 1e300,
-      tiny = 5e-324, pow = 2.0 ^ 53, whole = 3.0, pi = math.pi,
+      { "tenth", 0.1, "0.1" }, { "sum", 0.1 + 0.2, "0.1 + 0.2" }, { "third", 1 / 3, "1/3" },
+      { "neg", -2.5, "-2.5" }, { "huge", 1e300, "1e300" }, { "tiny", 5e-324, "5e-324 (subnormal)" },
+      { "pow", 2.0 ^ 53, "2.0^53" }, { "whole", 3.0, "3.0" }, { "pi", math.pi, "math.pi" },
     }
-    for key, value in pairs(floats) do
-      it(("round-trip through the JSON text exactly (%s = %.17g)"):format(key, value), function()
+    for _, case in ipairs(floats) do
+      local key, value, label = case[1], case[2], case[3]
+      it("round-trip through the JSON text exactly: " .. label, function()
         local patch, json = roundtrip({ [key] = value })
         local text = number_text(json, key)
         assert.is_not_nil(text, "no number for " .. key .. " in " .. json)

@@ -61,9 +61,16 @@ int wl_init(wl_loop *l) {
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, closed_cb);
+}
+
+/* Every module closed its handles already; anything left is closed here so that
+ * uv_loop_close succeeds, and close callbacks get their turn. */
 void wl_close(wl_loop *l) {
-  uv_close((uv_handle_t *)&l->wake, closed_cb);
-  uv_run(&l->uv, UV_RUN_NOWAIT);
+  uv_walk(&l->uv, close_any, NULL);
+  uv_run(&l->uv, UV_RUN_DEFAULT);
   uv_loop_close(&l->uv);
   free(l->heap);
   l->heap = NULL;

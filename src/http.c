@@ -204,7 +204,7 @@ static int curl_timer_cb(CURLM *m, long ms, void *ud) {
   (void)m;
   http_client *c = ud;
   if (ms < 0) uv_timer_stop(&c->timer);
-  else uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+  else uv_timer_start(&c->timer, on_timer, (uint64_t)(ms ? ms : 1), 0); /* as multi-uv.c: 0 may fire before curl sees its timeout expired */
   return 0;
 }
 

@@ -33,11 +33,11 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-int lw_pcall(lua_State *L, int nargs) {
+int lw_pcall(lua_State *L, int nargs, int nres) {
   int base = lua_gettop(L) - nargs, st;
   lua_pushcfunction(L, traceback);
   lua_insert(L, base);
-  st = lua_pcall(L, nargs, 1, base);
+  st = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
   return st;
 }

@@ -10,20 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lwsup.h"
-#include "uploader.h"
-
-#define UP_MT "wsup.uploader"
-#define UV_SEND 1
-#define UV_ONERROR 2
-
-typedef struct lw_up {
-  upl u;             /* first: an upl* is an lw_up* */
-  lw_ctx *c;
-  int anchor;        /* registry ref while there is work; LUA_NOREF otherwise */
-  lw_task *waiters;  /* tasks waiting in flush(); borrowed, each anchored as a task */
-  char name[64];
-} lw_up;
+#include "lupload.h"
 
 static lw_up *checkup(lua_State *L) { return luaL_checkudata(L, 1, UP_MT); }
 
@@ -58,14 +45,14 @@ static void settled(upl *u) {
   }
 }
 
-static void report(lw_up *w, lua_State *L) {
+void lw_up_report(lw_up *w, lua_State *L) {
   /* message with traceback on top of L */
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
   lua_getiuservalue(L, -1, UV_ONERROR);
   lua_remove(L, -2);
   if (lua_isfunction(L, -1)) {
     lua_pushvalue(L, -2);
-    if (lw_pcall(L, 1) != LUA_OK) lw_report(L, "on_error handler failed");
+    if (lw_pcall(L, 1, 1) != LUA_OK) lw_report(L, "on_error handler failed");
     else lua_pop(L, 1);
   } else {
     lua_pop(L, 1);
@@ -89,7 +76,7 @@ static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   (void)t;
   if (st != LUA_OK) {
     first_line(err, sizeof err, lua_tostring(L, -1));
-    if (w->anchor != LUA_NOREF) report(w, L);
+    if (w->anchor != LUA_NOREF) lw_up_report(w, L);
     lua_pop(L, nres);
     upl_done(&w->u, UPL_RETRY, 0, err);
     return;
@@ -106,7 +93,7 @@ static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
     luaL_traceback(L, L, lua_tostring(L, -1), 0);
     lua_remove(L, -2);
     first_line(err, sizeof err, lua_tostring(L, -1));
-    report(w, L);
+    lw_up_report(w, L);
     upl_done(&w->u, UPL_RETRY, 0, err);
   }
   lua_settop(L, base - 1);
@@ -126,6 +113,7 @@ static void send_start(upl *u) {
 }
 
 static const upl_ops ops = {send_start, settled};
+static const upl_ops http_ops = {lw_uphttp_send, settled};
 
 /* Options: a bad one raises an error that names it. */
 static int64_t opt_ms(lua_State *L, const char *name, int64_t def) {
@@ -143,7 +131,8 @@ static int64_t opt_ms(lua_State *L, const char *name, int64_t def) {
 
 static void check_opt_names(lua_State *L) {
   static const char *const known[] = {"send", "base_delay_ms", "max_delay_ms", "jitter_ms", "merge_keys",
-                                      "name", "on_error", NULL};
+                                      "name", "on_error", "url", "headers", "timeout_ms", "connect_timeout_ms",
+                                      "insecure", "classify", "max_retry_after_ms", NULL};
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     int i = 0;
@@ -178,11 +167,18 @@ static int l_uploader(lua_State *L) {
   lw_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   int64_t base, max, jitter;
   pt_keys keys = {0};
+  int is_http;
   lw_up *w;
   luaL_checktype(L, 1, LUA_TTABLE);
   check_opt_names(L);
-  if (lua_getfield(L, 1, "send") != LUA_TFUNCTION)
-    return luaL_error(L, "wsup.uploader: option 'send' must be a function");
+  lua_getfield(L, 1, "url");
+  is_http = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "send");
+  if (is_http && !lua_isnil(L, -1))
+    return luaL_error(L, "wsup.uploader: options 'url' and 'send' exclude each other");
+  if (!is_http && !lua_isfunction(L, -1))
+    return luaL_error(L, "wsup.uploader: option 'send' must be a function (or give 'url')");
   if (lua_getfield(L, 1, "on_error") != LUA_TNIL && !lua_isfunction(L, -1))
     return luaL_error(L, "wsup.uploader: option 'on_error' must be a function");
   base = opt_ms(L, "base_delay_ms", 500);
@@ -191,7 +187,7 @@ static int l_uploader(lua_State *L) {
   if (lua_getfield(L, 1, "name") != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
     return luaL_error(L, "wsup.uploader: option 'name' must be a string");
   /* Userdata first, so an error while filling it leaks nothing. */
-  w = lua_newuserdatauv(L, sizeof *w, 2);
+  w = lua_newuserdatauv(L, sizeof *w, 4);
   memset(w, 0, sizeof *w);
   w->anchor = LUA_NOREF;
   luaL_setmetatable(L, UP_MT);
@@ -200,6 +196,10 @@ static int l_uploader(lua_State *L) {
   keys = w->u.keys;
   w->c = c;
   upl_init(&w->u, &c->loop, &ops, w, &keys);
+  if (is_http) {
+    w->u.ops = &http_ops;
+    lw_uphttp_init(L, w);
+  }
   w->u.base_ms = base;
   w->u.max_ms = max;
   w->u.jitter_ms = jitter;
@@ -301,6 +301,7 @@ static int up_stats(lua_State *L) {
   setbool(L, "inflight", w->u.phase == UPL_SENDING);
   setbool(L, "pending", w->u.pending != NULL);
   setbool(L, "closed", w->u.closed);
+  if (w->last_status) setint(L, "last_status", (uint64_t)w->last_status);
   if (w->u.next_attempt_at >= 0) setint(L, "next_attempt_at", (uint64_t)w->u.next_attempt_at);
   if (w->u.last_error[0]) {
     lua_pushstring(L, w->u.last_error);
@@ -324,6 +325,7 @@ static int up_gc(lua_State *L) {
   lw_up *w = checkup(L);
   if (!w->c) pt_keys_free(&w->u.keys); /* options raised before upl_init */
   else if (w->c->open) upl_free(&w->u);
+  lw_uphttp_free(w);
   return 0;
 }
 

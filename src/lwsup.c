@@ -132,6 +132,7 @@ static int ctx_gc(lua_State *L) {
   lw_ctx *c = lua_touserdata(L, 1);
   if (c->open) {
     c->open = 0;
+    if (c->http) http_client_close(c->http, NULL, NULL);
     wl_close(&c->loop);
   }
   return 0;
@@ -162,6 +163,8 @@ int luaopen_wsup_core(lua_State *L) {
   lw_open_tasks(L);
   lw_open_timers(L);
   lw_open_uploader(L);
+  lw_open_receiver(L);
+  lw_open_http(L);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_pushliteral(L, WSUP_VERSION);

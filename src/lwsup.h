@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "evloop.h"
+#include "http.h"
 #include "patch.h"
 
 #define WSUP_VERSION "0.1.0"
@@ -24,6 +25,7 @@ typedef struct lw_ctx {
   int tasks;         /* registry ref: thread -> task userdata, anchors live tasks */
   unsigned ntasks;   /* tasks started and not yet finished */
   int open;          /* 0 once finalized */
+  http_client *http; /* owned; created on first use */
 } lw_ctx;
 
 lw_ctx *lw_getctx(lua_State *L);   /* the context, from the registry */
@@ -58,8 +60,8 @@ void lw_wake(lw_task *t, lw_push_fn push, void *ud); /* resumes t on the next tu
 int lw_wait(lua_State *L);                   /* yields the current task; use as `return lw_wait(L)` */
 void lw_report(lua_State *L, const char *what); /* prints the error on top of L to stderr, pops it */
 /* Calls the function below nargs args under a traceback handler; returns the status and
- * leaves one result or the message with traceback. */
-int lw_pcall(lua_State *L, int nargs);
+ * leaves nres results, or the message with a traceback. */
+int lw_pcall(lua_State *L, int nargs, int nres);
 
 /* Lua -> JSON: raise "path: reason" on bad input without side effects. */
 void lc_check_patch(lua_State *L, int idx);
@@ -73,5 +75,35 @@ int64_t lw_checkms(lua_State *L, int idx); /* a non-negative duration in ms */
 void lw_open_tasks(lua_State *L);
 void lw_open_timers(lua_State *L);
 void lw_open_uploader(lua_State *L);
+void lw_open_receiver(lua_State *L); /* lreceiver.c */
+void lw_open_http(lua_State *L);
+
+http_client *lw_http(lw_ctx *c);      /* the shared client, created on first use; NULL on failure */
+const char *lw_http_code(int curl_err); /* "timeout", "refused", "dns", "reset", ... */
+/* A finished transfer, copied out of libcurl's buffers. */
+typedef struct lw_hres {
+  lw_ctx *c;
+  http_xfer *x;      /* while in progress */
+  lw_task *task;     /* to wake; NULL when a plain caller drives the loop */
+  int done;
+  long status;
+  int err;           /* CURLcode; 0 when an HTTP response arrived */
+  char errmsg[256];
+  char *hdr;         /* "name\0value\0" pairs; owned */
+  size_t hdr_len;
+  char *body;        /* owned */
+  size_t body_len;
+} lw_hres;
+void lw_hres_copy(lw_hres *h, const http_res *r);
+void lw_hres_clear(lw_hres *h);                 /* frees what h owns */
+void lw_hres_push(lua_State *L, const lw_hres *h); /* {status=, headers=, body=} or {error=, code=} */
+const char *lw_hres_header(const lw_hres *h, const char *name); /* lower-case name; borrowed or NULL */
+const char *lw_hres_error(const lw_hres *h);
+
+/* Pushes "Name: value" lines for the {name = value} table at idx; returns how many. */
+int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const char *who);
+
+/* `wsup serve [--host H] [--port N]`: the receiver alone; returns the exit status. */
+int lw_serve(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ int luaopen_wsup_core(lua_State *L);
 
 static const char usage[] =
     "usage: wsup SCRIPT.lua [args...]   run a Lua script on the wsup loop\n"
+    "       wsup serve [--host H] [--port N]   run the reference receiver alone\n"
     "       wsup --version | --help\n";
 
 typedef struct host {
@@ -66,7 +67,7 @@ static int run_script(lua_State *L, host *h, int argc, char **argv, int script) 
   int nargs = argc - script - 1;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "wsup");
-  if (lw_pcall(L, 1) != LUA_OK) {
+  if (lw_pcall(L, 1, 1) != LUA_OK) {
     fprintf(stderr, "wsup: %s\n", lua_tostring(L, -1));
     return 1;
   }
@@ -95,6 +96,7 @@ int main(int argc, char **argv) {
     printf("wsup %s (%s)\n", WSUP_VERSION, LUA_RELEASE);
     return 0;
   }
+  if (strcmp(argv[1], "serve") == 0) return lw_serve(argc - 1, argv + 1);
   if (argv[1][0] == '-' && argv[1][1] != '\0') {
     fprintf(stderr, "wsup: unknown option '%s'\n%s", argv[1], usage);
     return 2;
