@@ -51,7 +51,7 @@ test-lua: all
 	@sh scripts/test.sh lua
 
 run: deps all
-	$(B)/wsup examples/print_policy.lua
+	$(B)/wsup examples/heartbeat.lua 5
 
 lint:
 	luacheck -q lua spec examples bench

@@ -1,6 +1,7 @@
 /* lwsup.c: the module `wsup_core`: the per-state context, the clock and timers. */
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "lwsup.h"
 
@@ -33,6 +34,14 @@ static int l_clock(lua_State *L) {
 
 static int l_now(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)wl_now(&upctx(L)->loop));
+  return 1;
+}
+
+/* Wall-clock microseconds since the epoch, as an exact integer. */
+static int l_time_us(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
   return 1;
 }
 
@@ -118,7 +127,7 @@ void lw_open_timers(lua_State *L) {
   static const luaL_Reg meth[] = {{"stop", timer_stop}, {"active", timer_active}, {"__close", timer_stop},
                                   {"__gc", timer_gc}, {"__tostring", timer_tostring}, {NULL, NULL}};
   static const luaL_Reg f[] = {{"after", l_after}, {"every", l_every}, {"clock", l_clock},
-                               {"now", l_now}, {"randomseed", l_randomseed}, {NULL, NULL}};
+                               {"now", l_now}, {"time_us", l_time_us}, {"randomseed", l_randomseed}, {NULL, NULL}};
   luaL_newmetatable(L, TIMER_MT);
   luaL_setfuncs(L, meth, 0);
   lua_pushvalue(L, -1);

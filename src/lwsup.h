@@ -103,7 +103,7 @@ const char *lw_hres_error(const lw_hres *h);
 /* Pushes "Name: value" lines for the {name = value} table at idx; returns how many. */
 int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const char *who);
 
-/* `wsup serve [--host H] [--port N]`: the receiver alone; returns the exit status. */
+/* `wsup serve [--host H] [--port N] [--max-body BYTES]`: the receiver alone; returns the exit status. */
 int lw_serve(int argc, char **argv);
 
 #endif

@@ -14,7 +14,7 @@ int luaopen_wsup_core(lua_State *L);
 
 static const char usage[] =
     "usage: wsup SCRIPT.lua [args...]   run a Lua script on the wsup loop\n"
-    "       wsup serve [--host H] [--port N]   run the reference receiver alone\n"
+    "       wsup serve [--host H] [--port N] [--max-body BYTES]   run the reference receiver alone\n"
     "       wsup --version | --help\n";
 
 typedef struct host {

@@ -1,0 +1,294 @@
+-- The built-in HTTP sender and wsup.http.request, against the embedded receiver
+-- and against Debian's nginx, all on 127.0.0.1 and on the real clock.
+local wsup = require "wsup"
+
+local function free_port()
+  local r = assert(wsup.receiver { port = 0 })
+  local port = r.port
+  r:close()
+  return port
+end
+
+describe("HTTP sender against the embedded receiver", function()
+  local rcv, ups
+  before_each(function()
+    wsup.clock("real")
+    rcv = assert(wsup.receiver { port = 0 })
+    ups = {}
+  end)
+  after_each(function()
+    for _, up in ipairs(ups) do up:close() end
+    wsup.run(2000)
+    rcv:close()
+  end)
+  local function uploader(opts)
+    local up = wsup.uploader(opts)
+    ups[#ups + 1] = up
+    return up
+  end
+
+  it("PUTs the coalesced patch as JSON, and the server ends with the exact state", function()
+    local up = uploader { url = rcv.url .. "/worker/a" }
+    up:enqueue { worker_status = "idle", external_metadata = { n = 123456789012345678, gone = 1 } }
+    up:enqueue { worker_status = "busy", external_metadata = { gone = wsup.null, big = math.maxinteger } }
+    assert.is_true(up:flush(5000))
+    local st = rcv:state("/worker/a")
+    assert.equals("busy", st.worker_status)
+    assert.equals(123456789012345678, st.external_metadata.n)
+    assert.equals(math.maxinteger, st.external_metadata.big)
+    assert.is_nil(st.external_metadata.gone)
+    local s = up:stats()
+    assert.equals(1, s.attempts)
+    assert.equals(200, s.last_status)
+    assert.is_true(s.bytes_sent > 0)
+  end)
+
+  it("retries on 503 and then delivers", function()
+    rcv:fail(2, 503)
+    local up = uploader { url = rcv.url .. "/worker/r", base_delay_ms = 10, jitter_ms = 0 }
+    up:enqueue { worker_status = "busy" }
+    assert.is_true(up:flush(5000))
+    local s = up:stats()
+    assert.equals(3, s.attempts)
+    assert.equals(2, s.failures)
+    assert.equals(1, s.delivered)
+    assert.equals("busy", rcv:state("/worker/r").worker_status)
+  end)
+
+  it("honours Retry-After: 1 with a gap of at least one second", function()
+    rcv:fail(1, 503, 1)
+    local up = uploader { url = rcv.url .. "/worker/ra", base_delay_ms = 10, jitter_ms = 0 }
+    local t0 = wsup.now()
+    up:enqueue { worker_status = "busy" }
+    assert.is_true(up:flush(5000))
+    assert.is_true(wsup.now() - t0 >= 1000, "waited only " .. (wsup.now() - t0) .. " ms")
+    assert.equals(2, up:stats().attempts)
+  end)
+
+  it("caps Retry-After at max_retry_after_ms", function()
+    rcv:fail(1, 429, 3600)
+    local up = uploader { url = rcv.url .. "/worker/cap", base_delay_ms = 10, jitter_ms = 0,
+                          max_retry_after_ms = 200 }
+    local t0 = wsup.now()
+    up:enqueue { worker_status = "busy" }
+    assert.is_true(up:flush(5000))
+    assert.is_true(wsup.now() - t0 < 2000)
+  end)
+
+  it("drops a payload answered 400, counts it and says why", function()
+    rcv:fail(1, 400)
+    local up = uploader { url = rcv.url .. "/worker/d", base_delay_ms = 10 }
+    up:enqueue { worker_status = "busy" }
+    assert.is_true(up:flush(5000))
+    local s = up:stats()
+    assert.equals(1, s.attempts)
+    assert.equals(1, s.dropped)
+    assert.equals(0, s.delivered)
+    assert.matches("400", s.last_error)
+    assert.is_nil(rcv:state("/worker/d"))
+  end)
+
+  it("times out against a server that stalls, and retries", function()
+    rcv:delay(1500)
+    local up = uploader { url = rcv.url .. "/worker/t", timeout_ms = 200, base_delay_ms = 10, jitter_ms = 0 }
+    up:enqueue { worker_status = "busy" }
+    assert.is_false(up:flush(600))
+    local s = up:stats()
+    assert.is_true(s.failures >= 1)
+    assert.matches("timeout", s.last_error)
+    rcv:delay(0)
+    assert.is_true(up:flush(5000))
+  end)
+
+  it("retries a refused connection until the server appears", function()
+    local port = free_port()
+    local up = uploader { url = ("http://127.0.0.1:%d/worker/late"):format(port), base_delay_ms = 50,
+                          max_delay_ms = 100, jitter_ms = 0 }
+    up:enqueue { worker_status = "busy", external_metadata = { seq = 1 } }
+    assert.is_false(up:flush(300))
+    assert.matches("refused", up:stats().last_error)
+    up:enqueue { external_metadata = { seq = 2 } }
+    local late = assert(wsup.receiver { port = port })
+    assert.is_true(up:flush(5000))
+    assert.same({ worker_status = "busy", external_metadata = { seq = 2 } }, late:state("/worker/late"))
+    late:close()
+  end)
+
+  it("keeps a reused connection moving after another uploader's refused retries", function()
+    -- regression: a 0 ms libcurl timer fired before libcurl saw it expire, and the
+    -- transfer on a reused keep-alive connection never started.
+    local ok = uploader { url = rcv.url .. "/worker/k" }
+    ok:enqueue { a = 1 }
+    assert.is_true(ok:flush(2000))
+    local refused = uploader { url = ("http://127.0.0.1:%d/worker"):format(free_port()), base_delay_ms = 50,
+                               jitter_ms = 0 }
+    refused:enqueue { a = 1 }
+    assert.is_false(refused:flush(300))
+    refused:close()
+    for i = 1, 5 do
+      ok:enqueue { a = i }
+      assert.is_true(ok:flush(1000), "round " .. i)
+    end
+  end)
+
+  it("calls a headers function on every attempt", function()
+    rcv:fail(1, 503)
+    local calls = 0
+    local up = uploader { url = rcv.url .. "/worker/h", base_delay_ms = 10, jitter_ms = 0,
+                          headers = function() calls = calls + 1; return { Authorization = "Bearer " .. calls } end }
+    up:enqueue { worker_status = "busy" }
+    assert.is_true(up:flush(5000))
+    assert.equals(2, calls)
+  end)
+
+  it("lets classify override the outcome and give a retry-after", function()
+    local seen = {}
+    local up = uploader { url = rcv.url .. "/worker/c", base_delay_ms = 10, jitter_ms = 0,
+      classify = function(res)
+        seen[#seen + 1] = res.status
+        if #seen == 1 then return "retry", 50 end
+        return "ok"
+      end }
+    up:enqueue { worker_status = "busy" }
+    assert.is_true(up:flush(5000))
+    assert.same({ 200, 200 }, seen)
+    assert.equals(2, up:stats().attempts)
+  end)
+
+  it("brings 1000 uploaders on distinct paths to their exact state", function()
+    local fleet = {}
+    for i = 1, 1000 do
+      fleet[i] = uploader { url = ("%s/worker/%d"):format(rcv.url, i), base_delay_ms = 20 }
+      for seq = 1, 3 do
+        fleet[i]:enqueue { worker_status = "busy", external_metadata = { seq = seq, w = i, big = i * 1000000000000 } }
+      end
+    end
+    for i = 1, 1000 do assert.is_true(fleet[i]:flush(20000), "uploader " .. i) end
+    for i = 1, 1000 do
+      assert.same({ worker_status = "busy", external_metadata = { seq = 3, w = i, big = i * 1000000000000 } },
+                  rcv:state("/worker/" .. i))
+    end
+  end)
+
+  it("rejects url and send together, and neither", function()
+    assert.has_error(function() wsup.uploader { url = rcv.url, send = function() end } end)
+    assert.has_error(function() wsup.uploader {} end)
+    assert.has_error(function() wsup.uploader { url = "ftp://x" } end, nil)
+  end)
+end)
+
+describe("wsup.http.request", function()
+  local rcv
+  before_each(function()
+    wsup.clock("real")
+    rcv = assert(wsup.receiver { port = 0 })
+  end)
+  after_each(function() rcv:close() end)
+
+  it("returns status, lower-cased headers and body", function()
+    local res = assert(wsup.http.request { method = "PUT", url = rcv.url .. "/worker/x",
+      headers = { ["Content-Type"] = "application/json" }, body = '{"a":1}' })
+    assert.equals(200, res.status)
+    assert.matches("application/json", res.headers["content-type"])
+    assert.matches('"a":1', res.body)
+  end)
+
+  it("yields inside a task without blocking other tasks", function()
+    rcv:delay(200)
+    local order = {}
+    wsup.spawn(function()
+      local res = wsup.http.request { url = rcv.url .. "/worker/y" }
+      order[#order + 1] = "http " .. res.status
+    end)
+    wsup.spawn(function() wsup.sleep(10); order[#order + 1] = "sleep" end)
+    wsup.run(5000)
+    assert.same({ "sleep", "http 200" }, order)
+  end)
+
+  it("returns nil, message, code on a transport failure", function()
+    local res, msg, code = wsup.http.request { url = ("http://127.0.0.1:%d/"):format(free_port()) }
+    assert.is_nil(res)
+    assert.is_string(msg)
+    assert.equals("refused", code)
+  end)
+
+  it("fails a response body over the limit instead of growing", function()
+    local big = string.rep("x", 5000)
+    local res, msg = wsup.http.request { method = "PUT", url = rcv.url .. "/worker/big", max_body = 100,
+      body = ('{"s":"%s"}'):format(big) }
+    assert.is_nil(res)
+    assert.matches("limit", msg)
+  end)
+
+  it("rejects CR or LF in a header", function()
+    assert.has_error(function()
+      wsup.http.request { url = rcv.url, headers = { ["X-Evil"] = "a\r\nInjected: 1" } }
+    end)
+  end)
+
+  it("refuses to run on the virtual clock", function()
+    wsup.clock("virtual")
+    assert.has_error(function() wsup.http.request { url = rcv.url } end, nil)
+    local ok, err = pcall(wsup.http.request, { url = rcv.url })
+    assert.is_false(ok)
+    assert.matches("virtual", err)
+    wsup.clock("real")
+  end)
+end)
+
+describe("HTTP sender against nginx", function()
+  local nginx, why
+  setup(function()
+    wsup.clock("real")
+    nginx, why = require("support.nginx").start(18091)
+  end)
+  teardown(function() if nginx then nginx.stop() end end)
+
+  it("delivers the exact bytes, big integers included", function()
+    assert(nginx, why)
+    local up = wsup.uploader { url = nginx.url .. "/worker/exact" }
+    up:enqueue { worker_status = "busy", external_metadata = { n = 123456789012345678, f = 0.1 } }
+    assert.is_true(up:flush(5000))
+    local res = assert(wsup.http.request { url = nginx.url .. "/worker/exact" })
+    assert.matches('"n":123456789012345678', res.body, 1, true)
+    assert.matches('"worker_status":"busy"', res.body, 1, true)
+    local f = res.body:match('"f":([^,}]+)')
+    assert.equals(0.1, tonumber(f))
+    up:close()
+  end)
+
+  it("drops on 400", function()
+    assert(nginx, why)
+    local up = wsup.uploader { url = nginx.url .. "/status/400" }
+    up:enqueue { a = 1 }
+    assert.is_true(up:flush(5000))
+    assert.equals(1, up:stats().dropped)
+    up:close()
+  end)
+
+  it("waits at least Retry-After between 503 answers", function()
+    assert(nginx, why)
+    local at = {}
+    local up = wsup.uploader { url = nginx.url .. "/status/503", base_delay_ms = 10, jitter_ms = 0,
+      classify = function(res)
+        at[#at + 1] = wsup.now()
+        assert.equals(503, res.status)
+        return "retry"
+      end }
+    up:enqueue { a = 1 }
+    assert.is_false(up:flush(1600))
+    up:close()
+    wsup.run(100)
+    assert.equals(2, #at)
+    assert.is_true(at[2] - at[1] >= 1000)
+  end)
+
+  it("times out against a location that stalls", function()
+    assert(nginx, why)
+    local up = wsup.uploader { url = nginx.url .. "/stall", timeout_ms = 200, base_delay_ms = 5000 }
+    up:enqueue { a = 1 }
+    assert.is_false(up:flush(700))
+    assert.matches("timeout", up:stats().last_error)
+    up:close()
+  end)
+end)

@@ -1,0 +1,381 @@
+/* lreceiver.c: the reference receiver (receiver.c) as Lua userdata, and the
+ * `wsup serve` command.
+ *
+ * The receiver serves from libmicrohttpd's own thread and never calls into Lua or the
+ * wsup loop: an open receiver is not loop work, and wsup.run() does not wait for it.
+ * Once closed, the server and its data are gone: url, port and tostring still answer,
+ * every method but close raises "receiver is closed". */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lwsup.h"
+#include "receiver.h"
+
+#define RV_MT "wsup.receiver"
+#define RV_STATUSES 900      /* receiver.c counts statuses 100..999 */
+#define RV_RETRY_MAX 63      /* longest Retry-After text rcv_fail keeps */
+#define RV_URL_MAX (INET6_ADDRSTRLEN + 16)
+#define SERVE_PORT 8080
+
+typedef struct lw_rcv {
+  rcv *r;                       /* owned; NULL until started and once closed */
+  int port;                     /* the bound port, kept after close */
+  char host[INET6_ADDRSTRLEN];  /* numeric, as given */
+} lw_rcv;
+
+/* 0 if host is a numeric IPv4 or IPv6 address (all rcv_start accepts). */
+static int check_host(const char *host) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  if (strlen(host) >= INET6_ADDRSTRLEN) return -1;
+  return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1 ? 0 : -1;
+}
+
+static void format_url(char *dst, size_t n, const char *host, int port) {
+  if (strchr(host, ':')) snprintf(dst, n, "http://[%s]:%d", host, port);
+  else snprintf(dst, n, "http://%s:%d", host, port);
+}
+
+/* ---- the Lua binding ---- */
+
+static lw_rcv *checkrcv(lua_State *L) { return luaL_checkudata(L, 1, RV_MT); }
+
+static rcv *openrcv(lua_State *L) {
+  lw_rcv *w = checkrcv(L);
+  if (!w->r) luaL_error(L, "receiver is closed");
+  return w->r;
+}
+
+static void check_opt_names(lua_State *L) {
+  static const char *const known[] = {"host", "port", "max_body", "merge_keys", NULL};
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i = 0;
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "wsup.receiver: option names must be strings");
+    while (known[i] && strcmp(known[i], lua_tostring(L, -2)) != 0) i++;
+    if (!known[i]) luaL_error(L, "wsup.receiver: unknown option '%s'", lua_tostring(L, -2));
+    lua_pop(L, 1);
+  }
+}
+
+/* An integer option in [lo, hi], or def when absent. */
+static lua_Integer opt_int(lua_State *L, const char *name, lua_Integer lo, lua_Integer hi, lua_Integer def,
+                           const char *what) {
+  lua_Integer v = def;
+  int ok = 1;
+  if (lua_getfield(L, 1, name) != LUA_TNIL) {
+    v = lua_tointegerx(L, -1, &ok);
+    if (lua_type(L, -1) != LUA_TNUMBER || !ok || v < lo || v > hi)
+      luaL_error(L, "wsup.receiver: option '%s' must be %s", name, what);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Fills o->merge_keys with pointers into the option's strings, which arg 1 keeps alive;
+ * the pointer array is a userdata left on the stack. */
+static void opt_keys(lua_State *L, rcv_opts *o) {
+  const char **keys;
+  lua_Integer n;
+  if (lua_getfield(L, 1, "merge_keys") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, -1)) luaL_error(L, "wsup.receiver: option 'merge_keys' must be a list of strings");
+  n = luaL_len(L, -1);
+  if (n < 0 || (lua_Unsigned)n > INT_MAX / sizeof *keys)
+    luaL_error(L, "wsup.receiver: option 'merge_keys' is too long");
+  keys = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *keys, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
+      luaL_error(L, "wsup.receiver: option 'merge_keys' must be a list of strings");
+    keys[i - 1] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_remove(L, -2);
+  o->merge_keys = keys;
+  o->n_merge_keys = (size_t)n;
+}
+
+static int l_receiver(lua_State *L) {
+  rcv_opts o = {0};
+  char err[256];
+  lw_rcv *w;
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  check_opt_names(L);
+  if (lua_getfield(L, 1, "host") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING || check_host(lua_tostring(L, -1)) != 0)
+      return luaL_error(L, "wsup.receiver: option 'host' must be a numeric IPv4 or IPv6 address");
+    o.host = lua_tostring(L, -1); /* kept alive by arg 1 */
+  }
+  lua_pop(L, 1);
+  o.port = (int)opt_int(L, "port", 0, 65535, 0, "an integer in 0..65535");
+  o.max_body = (size_t)opt_int(L, "max_body", 1, LUA_MAXINTEGER, 1024 * 1024, "a positive integer (bytes)");
+  opt_keys(L, &o);
+  /* Userdata first: once the server runs, nothing here may raise. */
+  w = lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  snprintf(w->host, sizeof w->host, "%s", o.host ? o.host : "127.0.0.1");
+  luaL_setmetatable(L, RV_MT);
+  if (!(w->r = rcv_start(&o, err, sizeof err))) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "wsup.receiver: cannot serve on %s port %d: %s", w->host, o.port, err);
+    return 2;
+  }
+  w->port = rcv_port(w->r);
+  return 1;
+}
+
+static int rv_index(lua_State *L) {
+  lw_rcv *w = checkrcv(L);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    if (strcmp(k, "url") == 0) {
+      char url[RV_URL_MAX];
+      format_url(url, sizeof url, w->host, w->port);
+      lua_pushstring(L, url);
+      return 1;
+    }
+    if (strcmp(k, "port") == 0) {
+      lua_pushinteger(L, w->port);
+      return 1;
+    }
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1)); /* the methods */
+  return 1;
+}
+
+static int push_json(lua_State *L) {
+  lc_push(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+static int rv_state(lua_State *L) {
+  rcv *r = openrcv(L);
+  const char *path = luaL_optstring(L, 2, "/worker");
+  json_t *s = rcv_state(r, path); /* owned here; freed before any error propagates */
+  int st;
+  if (!s) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushcfunction(L, push_json);
+  lua_pushlightuserdata(L, s);
+  st = lua_pcall(L, 1, 1, 0);
+  json_decref(s);
+  if (st != LUA_OK) return lua_error(L);
+  return 1;
+}
+
+static int rv_stats(lua_State *L) {
+  rcv *r = openrcv(L);
+  int statuses[RV_STATUSES];
+  unsigned long counts[RV_STATUSES];
+  unsigned long requests = rcv_requests(r);
+  size_t n = rcv_stats(r, statuses, counts, RV_STATUSES);
+  if (n > RV_STATUSES) n = RV_STATUSES;
+  lua_createtable(L, 0, (int)n + 1);
+  lua_pushinteger(L, (lua_Integer)requests);
+  lua_setfield(L, -2, "requests");
+  for (size_t i = 0; i < n; i++) {
+    lua_pushinteger(L, (lua_Integer)counts[i]);
+    lua_rawseti(L, -2, statuses[i]);
+  }
+  return 1;
+}
+
+/* r:fail(n, status [, retry_after]): retry_after is whole seconds or header text. */
+static int rv_fail(lua_State *L) {
+  rcv *r = openrcv(L);
+  lua_Integer n = luaL_checkinteger(L, 2), status = luaL_checkinteger(L, 3);
+  char retry[RV_RETRY_MAX + 1];
+  const char *ra = NULL;
+  luaL_argcheck(L, n >= 0, 2, "count must be a non-negative integer");
+  luaL_argcheck(L, status >= 100 && status <= 999, 3, "status must be in 100..999");
+  if (lua_type(L, 4) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer s = lua_tointegerx(L, 4, &isint);
+    luaL_argcheck(L, isint && s >= 0, 4, "retry_after must be a non-negative integer (seconds) or a string");
+    snprintf(retry, sizeof retry, "%lld", (long long)s);
+    ra = retry;
+  } else if (lua_type(L, 4) == LUA_TSTRING) {
+    size_t len;
+    ra = lua_tolstring(L, 4, &len);
+    luaL_argcheck(L, len <= RV_RETRY_MAX, 4, "retry_after is longer than 63 bytes");
+    for (size_t i = 0; i < len; i++)
+      luaL_argcheck(L, (unsigned char)ra[i] >= 0x20 && ra[i] != 0x7f, 4, "retry_after has a control character");
+  } else if (!lua_isnoneornil(L, 4)) {
+    luaL_argerror(L, 4, "retry_after must be a non-negative integer (seconds) or a string");
+  }
+  rcv_fail(r, n > INT_MAX ? INT_MAX : (int)n, (int)status, ra);
+  return 0;
+}
+
+static int rv_delay(lua_State *L) {
+  rcv *r = openrcv(L);
+  int64_t ms = lw_checkms(L, 2);
+  rcv_delay(r, ms > INT_MAX ? INT_MAX : (int)ms);
+  return 0;
+}
+
+static int rv_close(lua_State *L) {
+  lw_rcv *w = checkrcv(L);
+  rcv_stop(w->r); /* NULL is a no-op */
+  w->r = NULL;
+  return 0;
+}
+
+static int rv_tostring(lua_State *L) {
+  lw_rcv *w = checkrcv(L);
+  char url[RV_URL_MAX];
+  format_url(url, sizeof url, w->host, w->port);
+  lua_pushfstring(L, "wsup.receiver %s (%s)", url, w->r ? "open" : "closed");
+  return 1;
+}
+
+void lw_open_receiver(lua_State *L) {
+  static const luaL_Reg meta[] = {{"__gc", rv_close}, {"__close", rv_close}, {"__tostring", rv_tostring},
+                                  {NULL, NULL}};
+  static const luaL_Reg meth[] = {{"state", rv_state}, {"stats", rv_stats}, {"fail", rv_fail},
+                                  {"delay", rv_delay}, {"close", rv_close}, {NULL, NULL}};
+  luaL_newmetatable(L, RV_MT);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, meth);
+  lua_pushcclosure(L, rv_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_receiver);
+  lua_setfield(L, -2, "receiver");
+}
+
+/* ---- wsup serve ---- */
+
+static const char serve_usage[] =
+    "usage: wsup serve [--host H] [--port N] [--max-body BYTES]\n"
+    "  Runs the reference receiver until SIGINT or SIGTERM; one JSON line per request on stdout.\n"
+    "  --host H          numeric IPv4 or IPv6 address to bind (default 127.0.0.1)\n"
+    "  --port N          0..65535, 0 picks a free port (default 8080)\n"
+    "  --max-body BYTES  largest PUT body accepted (default 1048576)\n";
+
+/* A JSON string for s; bytes that are not UTF-8 become '?'. New reference or NULL. */
+static json_t *text(const char *s) {
+  json_t *j = json_string(s);
+  char *c;
+  if (j || !(c = strdup(s))) return j;
+  for (char *p = c; *p; p++)
+    if ((unsigned char)*p >= 0x80) *p = '?';
+  j = json_string(c);
+  free(c);
+  return j;
+}
+
+/* The request hook, on the server thread: one compact line per request on ud (a FILE*),
+ * written whole under the stream's lock. */
+static void serve_line(void *ud, const char *method, const char *path, int status, const json_t *state) {
+  FILE *out = ud;
+  json_t *o = json_pack("{s:o?,s:o?,s:i,s:O?}", "method", text(method), "path", text(path), "status", status,
+                        "state", (json_t *)state); /* o? steals; O? increfs the borrowed state */
+  char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!line) {
+    fprintf(stderr, "wsup: cannot log a %d response to %s\n", status, method);
+    return;
+  }
+  flockfile(out);
+  fputs(line, out);
+  fputc('\n', out);
+  fflush(out);
+  funlockfile(out);
+  free(line);
+}
+
+static int serve_fail(const char *msg, const char *arg) {
+  fprintf(stderr, "wsup serve: %s%s%s\n%s", msg, arg ? " " : "", arg ? arg : "", serve_usage);
+  return 2;
+}
+
+/* Digits only, at most max; -1 when not. */
+static long long parse_count(const char *s, long long max) {
+  char *end;
+  unsigned long long v;
+  if (*s < '0' || *s > '9') return -1;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno || *end || v > (unsigned long long)max) return -1;
+  return (long long)v;
+}
+
+int lw_serve(int argc, char **argv) {
+  const char *host = "127.0.0.1";
+  long long port = SERVE_PORT, max_body = 1024 * 1024;
+  rcv_opts o = {0};
+  sigset_t wait_on, old;
+  char err[256], url[RV_URL_MAX];
+  rcv *r;
+  int sig = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = NULL, *eq = strchr(a, '=');
+    size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(serve_usage, stdout);
+      return 0;
+    }
+    int which = nlen == 6 && strncmp(a, "--host", 6) == 0   ? 'h'
+                : nlen == 6 && strncmp(a, "--port", 6) == 0   ? 'p'
+                : nlen == 10 && strncmp(a, "--max-body", 10) == 0 ? 'm'
+                                                               : 0;
+    if (strncmp(a, "--", 2) != 0) return serve_fail("unexpected argument", a);
+    if (!which) return serve_fail("unknown option", a);
+    if (eq) v = eq + 1;
+    else if (i + 1 < argc) v = argv[++i];
+    else return serve_fail("missing value for", a);
+    if (which == 'h') {
+      if (check_host(v) != 0) return serve_fail("--host must be a numeric IPv4 or IPv6 address, not", v);
+      host = v;
+    } else if (which == 'p') {
+      if ((port = parse_count(v, 65535)) < 0) return serve_fail("--port must be in 0..65535, not", v);
+    } else if ((max_body = parse_count(v, LLONG_MAX)) < 1) {
+      return serve_fail("--max-body must be a positive integer, not", v);
+    }
+  }
+  o.host = host;
+  o.port = (int)port;
+  o.max_body = (size_t)max_body;
+  /* Blocked before the server's threads exist, so they inherit the mask and only
+   * sigwait below takes these. Then back to the default action, so that a SIGINT
+   * ignored by inheritance (a shell's background job) still stops the server. */
+  sigemptyset(&wait_on);
+  sigaddset(&wait_on, SIGINT);
+  sigaddset(&wait_on, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &wait_on, &old);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill the server */
+  if (!(r = rcv_start(&o, err, sizeof err))) {
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    fprintf(stderr, "wsup serve: cannot serve on %s port %lld: %s\n", host, port, err);
+    return 1;
+  }
+  rcv_on_request(r, serve_line, stdout);
+  format_url(url, sizeof url, host, rcv_port(r));
+  fprintf(stderr, "wsup: serving on %s\n", url);
+  fflush(stderr);
+  while (sigwait(&wait_on, &sig) != 0) {
+  }
+  rcv_on_request(r, NULL, NULL);
+  rcv_stop(r);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  fprintf(stderr, "wsup: stopped (%s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  return 0;
+}
