@@ -27,6 +27,8 @@ deps:
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
+$(B)/obj/main.o: CPPFLAGS += -DWSUP_LUADIR='"$(CURDIR)/lua"'
+
 $(B)/obj:
 	@mkdir -p $@
 

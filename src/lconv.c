@@ -1,26 +1,51 @@
-/* lconv.c: Lua values <-> jansson values, exactly: integers stay integers, floats
- * keep 17 significant digits, strings must be UTF-8. Checking is a separate pass
- * so that bad input raises before anything is touched. */
+/* lconv.c: Lua values <-> stored JSON values, exactly: integers stay integers,
+ * floats round-trip, strings must be UTF-8.
+ *
+ * lc_enqueue checks and converts a patch in one pass into a staging list, and only
+ * then commits the list into pending: bad input raises before anything is touched,
+ * and the cost is O(size of the patch). Nothing raises while values are half built:
+ * errors travel back up as -1, each level frees what it built, and the error is
+ * raised once the staging list is freed. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lwsup.h"
 
 #define TEXT_(x) #x
 #define TEXT(x) TEXT_(x)
-#define DEPTH_TEXT TEXT(LW_MAXDEPTH)
+#define STAGE_SMALL 16
 
-/* The key path of the value being checked, for error messages. */
-typedef struct path {
-  const void *seen[LW_MAXDEPTH + 1]; /* tables on the path: cycle detection */
-  const char *key[LW_MAXDEPTH + 1];  /* NULL for an array index */
-  size_t len[LW_MAXDEPTH + 1];       /* key length, or the index */
+typedef struct ent {
+  const char *mk, *k; /* borrowed from the patch table; mk NULL: a top-level key; k NULL: make the slot */
+  size_t mkn, kn;
+  ps_val v;           /* owned until committed */
+} ent;
+
+typedef struct conv {
+  lua_State *L;
+  const void *seen[LW_MAXDEPTH + 2]; /* tables on the path, for cycles */
+  const char *key[LW_MAXDEPTH + 2];  /* path for messages; NULL for an array index */
+  size_t len[LW_MAXDEPTH + 2];
   int depth;
-} path;
+  char err[512];
+  ent small[STAGE_SMALL];
+  ent *e;             /* small, or owned when larger */
+  size_t n, cap;
+} conv;
 
+/* Valid UTF-8, no surrogates, nothing above U+10FFFF. Most keys and values are
+ * short ASCII, so whole 8-byte words are checked first. */
 static int utf8_valid(const unsigned char *s, size_t n) {
   size_t i = 0;
+  while (i + 8 <= n) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    if (w & 0x8080808080808080u) break;
+    i += 8;
+  }
   while (i < n) {
     unsigned c = s[i];
     size_t k;
@@ -38,190 +63,361 @@ static int utf8_valid(const unsigned char *s, size_t n) {
       if ((s[i + j] & 0xc0) != 0x80) return 0;
       cp = (cp << 6) | (s[i + j] & 0x3f);
     }
-    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
       return 0;
     i += k + 1;
   }
   return 1;
 }
 
-static int fail(lua_State *L, const path *p, const char *fmt, const char *arg) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  for (int i = 1; i <= p->depth; i++) {
-    if (p->key[i]) {
-      if (i > 1) luaL_addchar(&b, '.');
-      luaL_addlstring(&b, p->key[i], p->len[i]);
-    } else {
-      lua_pushfstring(L, "[%I]", (lua_Integer)p->len[i]);
-      luaL_addvalue(&b);
-    }
+/* Records "path: reason" and returns -1. */
+static int fail(conv *cv, const char *reason) {
+  size_t at = 0;
+  for (int i = 1; i <= cv->depth && at < sizeof cv->err - 1; i++) {
+    if (cv->key[i])
+      at += (size_t)snprintf(cv->err + at, sizeof cv->err - at, "%s%.*s", i > 1 ? "." : "", (int)cv->len[i],
+                             cv->key[i]);
+    else
+      at += (size_t)snprintf(cv->err + at, sizeof cv->err - at, "[%zu]", cv->len[i]);
   }
-  if (p->depth == 0) luaL_addstring(&b, "patch");
-  luaL_addstring(&b, ": ");
-  lua_pushfstring(L, fmt, arg);
-  luaL_addvalue(&b);
-  luaL_pushresult(&b);
-  return lua_error(L);
+  if (cv->depth == 0) at = (size_t)snprintf(cv->err, sizeof cv->err, "patch");
+  if (at < sizeof cv->err) snprintf(cv->err + at, sizeof cv->err - at, ": %s", reason);
+  return -1;
 }
 
-static void check_value(lua_State *L, int idx, path *p);
+static int fail_key(conv *cv, int kidx) {
+  char reason[128];
+  lua_State *L = cv->L;
+  if (lua_type(L, kidx) == LUA_TNUMBER || lua_type(L, kidx) == LUA_TBOOLEAN) {
+    lua_pushvalue(L, kidx);
+    snprintf(reason, sizeof reason, "key %s is not a string", lua_type(L, -1) == LUA_TBOOLEAN
+                                                                ? (lua_toboolean(L, -1) ? "true" : "false")
+                                                                : lua_tostring(L, -1));
+    lua_pop(L, 1);
+  } else {
+    snprintf(reason, sizeof reason, "key of type %s is not a string", luaL_typename(L, kidx));
+  }
+  return fail(cv, reason);
+}
 
-/* A table is an array when its keys are exactly 1..n with n >= 1; otherwise every
- * key must be a string. Returns 1 for an array. */
-static int check_table(lua_State *L, int idx, path *p) {
-  lua_Unsigned n = lua_rawlen(L, idx);
-  lua_Integer nint = 0, nstr = 0;
-  const void *self = lua_topointer(L, idx);
-  if (p->depth >= LW_MAXDEPTH) fail(L, p, "%s", "nesting deeper than " DEPTH_TEXT " levels");
-  for (int i = 0; i <= p->depth; i++)
-    if (p->seen[i] == self) fail(L, p, "%s", "cycle: a table contains itself");
-  p->depth++;
-  p->seen[p->depth] = self;
-  luaL_checkstack(L, 4, "patch too deep");
+static int build(conv *cv, int idx, ps_val *out);
+
+static int enter(conv *cv, int idx) {
+  const void *self = lua_topointer(cv->L, idx);
+  if (cv->depth >= LW_MAXDEPTH) return fail(cv, "nesting deeper than " TEXT(LW_MAXDEPTH) " levels");
+  for (int i = 1; i <= cv->depth; i++)
+    if (cv->seen[i] == self) return fail(cv, "cycle: a table contains itself");
+  if (!lua_checkstack(cv->L, 4)) return fail(cv, "too deep for the Lua stack");
+  cv->seen[++cv->depth] = self;
+  return 0;
+}
+
+/* A table whose keys are exactly 1..n (n >= 1) is an array; any other is an object. */
+static int build_array(conv *cv, int idx, lua_Unsigned n, ps_val *out) {
+  lua_State *L = cv->L;
+  ps_arr *a = ps_arr_new((size_t)n);
+  lua_Unsigned count = 0;
+  if (!a) return fail(cv, "out of memory");
+  for (lua_Unsigned i = 1; i <= n; i++) {
+    ps_val v;
+    cv->key[cv->depth] = NULL;
+    cv->len[cv->depth] = (size_t)i;
+    if (lua_rawgeti(L, idx, (lua_Integer)i) == LUA_TNIL) {
+      lua_pop(L, 1);
+      ps_arr_free(a);
+      return fail(cv, "sparse array (holes are not encodable)");
+    }
+    if (build(cv, lua_gettop(L), &v) != 0) {
+      lua_pop(L, 1);
+      ps_arr_free(a);
+      return -1;
+    }
+    lua_pop(L, 1);
+    ps_arr_push(a, v);
+  }
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int kt = lua_type(L, -2);
-    if (kt == LUA_TSTRING) {
-      size_t len;
-      const char *k = lua_tolstring(L, -2, &len);
-      p->key[p->depth] = k;
-      p->len[p->depth] = len;
-      if (!utf8_valid((const unsigned char *)k, len)) fail(L, p, "%s", "key is not valid UTF-8");
-      nstr++;
-    } else if (lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 &&
-               (lua_Unsigned)lua_tointeger(L, -2) <= n) {
-      p->key[p->depth] = NULL;
-      p->len[p->depth] = (size_t)lua_tointeger(L, -2);
-      nint++;
-    } else {
-      p->depth--;
-      lua_pushfstring(L, "key %s is not a string", luaL_tolstring(L, -2, NULL));
-      fail(L, p, "%s", lua_tostring(L, -1));
-    }
-    check_value(L, lua_gettop(L), p);
     lua_pop(L, 1);
-  }
-  p->depth--;
-  if (nint && nstr) fail(L, p, "%s", "table mixes array items and string keys");
-  if (nint && (lua_Unsigned)nint != n) fail(L, p, "%s", "sparse array (holes are not encodable)");
-  return nint > 0;
-}
-
-static void check_value(lua_State *L, int idx, path *p) {
-  switch (lua_type(L, idx)) {
-  case LUA_TSTRING: {
-    size_t len;
-    const char *s = lua_tolstring(L, idx, &len);
-    if (!utf8_valid((const unsigned char *)s, len)) fail(L, p, "%s", "string is not valid UTF-8");
-    return;
-  }
-  case LUA_TNUMBER:
-    if (!lua_isinteger(L, idx)) {
-      lua_Number x = lua_tonumber(L, idx);
-      if (isnan(x)) fail(L, p, "%s", "cannot encode NaN");
-      if (isinf(x)) fail(L, p, "%s", "cannot encode an infinite number");
+    if (++count > n) {
+      lua_pop(L, 1);
+      ps_arr_free(a);
+      cv->depth--;
+      return fail(cv, "table mixes array items and other keys");
     }
-    return;
-  case LUA_TBOOLEAN:
-    return;
-  case LUA_TLIGHTUSERDATA:
-    if (lua_touserdata(L, idx) == NULL) return; /* wsup.null, cjson.null */
-    break;
-  case LUA_TTABLE:
-    check_table(L, idx, p);
-    return;
-  default:
-    break;
   }
-  fail(L, p, "cannot encode a %s", luaL_typename(L, idx));
+  *out = ps_arr_val(a);
+  return 0;
 }
 
-void lc_check_patch(lua_State *L, int idx) {
-  path p;
-  idx = lua_absindex(L, idx);
-  p.depth = 0;
-  p.seen[0] = NULL;
-  if (!lua_istable(L, idx))
-    luaL_error(L, "patch: expected a table, got %s", luaL_typename(L, idx));
-  if (check_table(L, idx, &p)) luaL_error(L, "patch: expected an object (string keys), got an array");
-}
-
-static int is_array(lua_State *L, int idx) {
-  int r;
+static int build_object(conv *cv, int idx, ps_val *out) {
+  lua_State *L = cv->L;
+  ps_obj *o = ps_obj_new(0);
+  if (!o) return fail(cv, "out of memory");
   lua_pushnil(L);
-  if (!lua_next(L, idx)) return 0;
-  r = lua_type(L, -2) == LUA_TNUMBER;
-  lua_pop(L, 2);
+  while (lua_next(L, idx)) {
+    size_t kn;
+    const char *k;
+    ps_val v;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      int r;
+      cv->depth--;
+      r = fail_key(cv, lua_gettop(L) - 1);
+      cv->depth++;
+      lua_pop(L, 2);
+      ps_obj_free(o);
+      return r;
+    }
+    k = lua_tolstring(L, -2, &kn);
+    cv->key[cv->depth] = k;
+    cv->len[cv->depth] = kn;
+    if (!utf8_valid((const unsigned char *)k, kn) ? fail(cv, "key is not valid UTF-8")
+                                                  : build(cv, lua_gettop(L), &v)) {
+      lua_pop(L, 2);
+      ps_obj_free(o);
+      return -1;
+    }
+    lua_pop(L, 1);
+    ps_obj_set(o, k, kn, v);
+  }
+  *out = ps_obj_val(o);
+  return 0;
+}
+
+static int build_table(conv *cv, int idx, ps_val *out) {
+  lua_Unsigned n = lua_rawlen(cv->L, idx);
+  int r;
+  if (enter(cv, idx) != 0) return -1;
+  r = n > 0 ? build_array(cv, idx, n, out) : build_object(cv, idx, out);
+  if (r == 0) cv->depth--;
   return r;
 }
 
-static json_t *build_table(lua_State *L, int idx) {
-  json_t *v;
-  luaL_checkstack(L, 4, "patch too deep");
-  if (is_array(L, idx)) {
-    lua_Unsigned n = lua_rawlen(L, idx);
-    v = json_array();
-    for (lua_Unsigned i = 1; i <= n; i++) {
-      lua_rawgeti(L, idx, (lua_Integer)i);
-      json_array_append_new(v, lc_build(L, -1));
-      lua_pop(L, 1);
-    }
-    return v;
-  }
-  v = json_object();
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    size_t len;
-    const char *k = lua_tolstring(L, -2, &len);
-    json_object_setn_new_nocheck(v, k, len, lc_build(L, -1));
-    lua_pop(L, 1);
-  }
-  return v;
-}
-
-json_t *lc_build(lua_State *L, int idx) {
-  idx = lua_absindex(L, idx);
+static int build(conv *cv, int idx, ps_val *out) {
+  lua_State *L = cv->L;
   switch (lua_type(L, idx)) {
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    return json_stringn_nocheck(s, len);
+    if (!utf8_valid((const unsigned char *)s, len)) return fail(cv, "string is not valid UTF-8");
+    *out = ps_str(s, len);
+    return 0;
   }
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) return json_integer((json_int_t)lua_tointeger(L, idx));
-    return json_real(lua_tonumber(L, idx));
+    if (lua_isinteger(L, idx)) {
+      *out = ps_int((int64_t)lua_tointeger(L, idx));
+    } else {
+      lua_Number x = lua_tonumber(L, idx);
+      if (isnan(x)) return fail(cv, "cannot encode NaN");
+      if (isinf(x)) return fail(cv, "cannot encode an infinite number");
+      *out = ps_real(x);
+    }
+    return 0;
   case LUA_TBOOLEAN:
-    return json_boolean(lua_toboolean(L, idx));
+    *out = ps_bool(lua_toboolean(L, idx));
+    return 0;
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) != NULL) break;
+    *out = ps_null(); /* wsup.null, cjson.null */
+    return 0;
   case LUA_TTABLE:
-    return build_table(L, idx);
+    return build_table(cv, idx, out);
   default:
-    return json_null();
+    break;
+  }
+  {
+    char reason[64];
+    snprintf(reason, sizeof reason, "cannot encode a %s", luaL_typename(L, idx));
+    return fail(cv, reason);
   }
 }
 
-void lc_apply(lua_State *L, int idx, json_t *pending, const pt_keys *k) {
-  idx = lua_absindex(L, idx);
+static int stage(conv *cv, const char *mk, size_t mkn, const char *k, size_t kn, ps_val v) {
+  if (cv->n == cv->cap) {
+    size_t cap = cv->cap * 2;
+    ent *e = cv->e == cv->small ? malloc(cap * sizeof *e) : realloc(cv->e, cap * sizeof *e);
+    if (!e) {
+      ps_free(&v);
+      return fail(cv, "out of memory");
+    }
+    if (cv->e == cv->small) memcpy(e, cv->small, cv->n * sizeof *e);
+    cv->e = e;
+    cv->cap = cap;
+  }
+  cv->e[cv->n++] = (ent){mk, k, mkn, kn, v};
+  return 0;
+}
+
+static void unstage(conv *cv) {
+  for (size_t i = 0; i < cv->n; i++) ps_free(&cv->e[i].v);
+  if (cv->e != cv->small) free(cv->e);
+}
+
+/* The entries of a merge-key object go straight to the stage: O(size of the patch). */
+static int stage_merge(conv *cv, int idx, const char *mk, size_t mkn) {
+  lua_State *L = cv->L;
+  if (enter(cv, idx) != 0 || stage(cv, mk, mkn, NULL, 0, ps_null()) != 0) return -1;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    size_t len;
-    const char *key = lua_tolstring(L, -2, &len);
-    int v = lua_gettop(L);
-    if (lua_istable(L, v) && !is_array(L, v) && pt_is_merge_key(k, key, len)) {
-      json_t *slot = pt_merge_slot(pending, key, len);
-      lua_pushnil(L);
-      while (lua_next(L, v)) {
-        size_t l2;
-        const char *k2 = lua_tolstring(L, -2, &l2);
-        json_object_setn_new_nocheck(slot, k2, l2, lc_build(L, -1));
-        lua_pop(L, 1);
-      }
-    } else {
-      json_object_setn_new_nocheck(pending, key, len, lc_build(L, v));
+    size_t kn;
+    const char *k;
+    ps_val v;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      cv->depth--;
+      fail_key(cv, lua_gettop(L) - 1);
+      lua_pop(L, 2);
+      return -1;
+    }
+    k = lua_tolstring(L, -2, &kn);
+    cv->key[cv->depth] = k;
+    cv->len[cv->depth] = kn;
+    if ((!utf8_valid((const unsigned char *)k, kn) ? fail(cv, "key is not valid UTF-8")
+                                                   : build(cv, lua_gettop(L), &v)) ||
+        stage(cv, mk, mkn, k, kn, v) != 0) {
+      lua_pop(L, 2);
+      return -1;
     }
     lua_pop(L, 1);
   }
+  cv->depth--;
+  return 0;
+}
+
+static int stage_patch(conv *cv, int idx, const ps_keys *keys) {
+  lua_State *L = cv->L;
+  cv->seen[1] = lua_topointer(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t kn;
+    const char *k;
+    int v = lua_gettop(L);
+    ps_val val;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      if (lua_isinteger(L, -2)) fail(cv, "expected an object (string keys), got an array item");
+      else fail_key(cv, v - 1);
+      lua_pop(L, 2);
+      return -1;
+    }
+    k = lua_tolstring(L, -2, &kn);
+    cv->depth = 1;
+    cv->key[1] = k;
+    cv->len[1] = kn;
+    if (!utf8_valid((const unsigned char *)k, kn)) {
+      fail(cv, "key is not valid UTF-8");
+      lua_pop(L, 2);
+      return -1;
+    }
+    if (lua_type(L, v) == LUA_TTABLE && lua_rawlen(L, v) == 0 && ps_is_merge_key(keys, k, kn)) {
+      if (stage_merge(cv, v, k, kn) != 0) {
+        lua_pop(L, 2);
+        return -1;
+      }
+    } else if (build(cv, v, &val) != 0 || stage(cv, NULL, 0, k, kn, val) != 0) {
+      lua_pop(L, 2);
+      return -1;
+    }
+    lua_pop(L, 1);
+    cv->depth = 0;
+  }
+  return 0;
+}
+
+/* Commits staged entries into pending; the stage is emptied. */
+static void commit(conv *cv, ps_obj *pending) {
+  ps_obj *slot = NULL;
+  const char *slot_key = NULL;
+  for (size_t i = 0; i < cv->n; i++) {
+    ent *e = &cv->e[i];
+    if (!e->mk) {
+      ps_obj_set(pending, e->k, e->kn, e->v);
+      continue;
+    }
+    if (e->mk != slot_key) {
+      slot = ps_merge_slot(pending, e->mk, e->mkn);
+      slot_key = e->mk;
+    }
+    if (e->k && slot) ps_obj_set(slot, e->k, e->kn, e->v);
+    else ps_free(&e->v);
+  }
+  cv->n = 0;
+}
+
+void lc_enqueue(lua_State *L, int idx, upl *u) {
+  conv cv;
+  int had;
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    luaL_error(L, "patch: expected a table, got %s", luaL_typename(L, idx));
+    return;
+  }
+  cv.L = L;
+  cv.depth = 0;
+  cv.e = cv.small;
+  cv.n = 0;
+  cv.cap = STAGE_SMALL;
+  luaL_checkstack(L, 8, "patch");
+  if (stage_patch(&cv, idx, &u->keys) != 0) {
+    unstage(&cv);
+    lua_pushstring(L, cv.err);
+    lua_error(L);
+    return;
+  }
+  had = u->pending != NULL;
+  commit(&cv, upl_pending_obj(u));
+  unstage(&cv);
+  upl_commit(u, had);
+}
+
+void lc_push_ps(lua_State *L, const ps_val *v) {
+  luaL_checkstack(L, 3, "JSON too deep");
+  switch (ps_typeof(v)) {
+  case PS_OBJ: {
+    const ps_obj *o = ps_obj_of(v);
+    size_t it = 0, kn;
+    const char *k;
+    const ps_val *x;
+    lua_createtable(L, 0, (int)ps_obj_size(o));
+    while (ps_obj_next(o, &it, &k, &kn, &x)) {
+      lua_pushlstring(L, k, kn);
+      lc_push_ps(L, x);
+      lua_rawset(L, -3);
+    }
+    return;
+  }
+  case PS_ARR: {
+    const ps_arr *a = ps_arr_of(v);
+    size_t n = ps_arr_len(a);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+      lc_push_ps(L, ps_arr_at(a, i));
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return;
+  }
+  case PS_STR: {
+    size_t n;
+    const char *s = ps_str_of(v, &n);
+    lua_pushlstring(L, s, n);
+    return;
+  }
+  case PS_INT:
+    lua_pushinteger(L, (lua_Integer)ps_int_of(v));
+    return;
+  case PS_REAL:
+    lua_pushnumber(L, ps_real_of(v));
+    return;
+  case PS_TRUE:
+  case PS_FALSE:
+    lua_pushboolean(L, ps_typeof(v) == PS_TRUE);
+    return;
+  case PS_NULL:
+    lua_pushlightuserdata(L, NULL);
+    return;
+  }
+}
+
+void lc_push_obj(lua_State *L, const ps_obj *o) {
+  ps_val v = ps_obj_val((ps_obj *)o);
+  lc_push_ps(L, &v);
 }
 
 void lc_push(lua_State *L, const json_t *v) {

@@ -107,7 +107,7 @@ static void send_start(upl *u) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
   lua_getiuservalue(L, -1, UV_SEND);
   lua_remove(L, -2);
-  lc_push(L, u->payload);
+  lc_push_obj(L, u->payload);
   lua_pushlstring(L, u->body, u->body_len);
   lw_spawn(w->c, L, 2, send_done, w);
 }
@@ -143,20 +143,23 @@ static void check_opt_names(lua_State *L) {
   }
 }
 
-static void opt_keys(lua_State *L, pt_keys *k) {
+static void opt_keys(lua_State *L, ps_keys *k) {
   if (lua_getfield(L, 1, "merge_keys") == LUA_TNIL) {
-    pt_keys_default(k);
+    if (ps_keys_default(k) != 0) luaL_error(L, "wsup.uploader: out of memory");
   } else {
     lua_Integer n;
     if (!lua_istable(L, -1)) luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
     n = luaL_len(L, -1);
-    if (n > PT_MAX_KEYS) luaL_error(L, "wsup.uploader: option 'merge_keys' has more than %d keys", PT_MAX_KEYS);
+    if (n > PS_MAX_KEYS) luaL_error(L, "wsup.uploader: option 'merge_keys' has more than %d keys", PS_MAX_KEYS);
     for (lua_Integer i = 1; i <= n; i++) {
+      size_t len;
+      const char *key;
       if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
-        pt_keys_free(k);
+        ps_keys_free(k);
         luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
       }
-      pt_keys_add(k, lua_tostring(L, -1));
+      key = lua_tolstring(L, -1, &len); /* before len is read */
+      ps_keys_add(k, key, len);
       lua_pop(L, 1);
     }
   }
@@ -166,7 +169,7 @@ static void opt_keys(lua_State *L, pt_keys *k) {
 static int l_uploader(lua_State *L) {
   lw_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   int64_t base, max, jitter;
-  pt_keys keys = {0};
+  ps_keys keys = {0};
   int is_http;
   lw_up *w;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -210,17 +213,26 @@ static int l_uploader(lua_State *L) {
   return 1;
 }
 
+/* The hot path: the metatable is an upvalue, which spares luaL_checkudata's
+ * registry lookup by name on every enqueue. */
+static lw_up *checkup_fast(lua_State *L) {
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return p;
+  }
+  luaL_typeerror(L, 1, UP_MT);
+  return NULL;
+}
+
 static int up_enqueue(lua_State *L) {
-  lw_up *w = checkup(L);
-  int had;
+  lw_up *w = checkup_fast(L);
   if (w->u.closed) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lc_check_patch(L, 2);
-  had = w->u.pending != NULL;
-  lc_apply(L, 2, upl_pending_obj(&w->u), &w->u.keys);
-  upl_commit(&w->u, had);
+  lc_enqueue(L, 2, &w->u);
   anchor(w, L, 1);
   lua_pushboolean(L, 1);
   return 1;
@@ -270,7 +282,7 @@ static int up_flush(lua_State *L) {
 
 static int up_pending(lua_State *L) {
   lw_up *w = checkup(L);
-  if (w->u.pending) lc_push(L, w->u.pending);
+  if (w->u.pending) lc_push_obj(L, w->u.pending);
   else lua_pushnil(L);
   return 1;
 }
@@ -323,7 +335,7 @@ static int up_tostring(lua_State *L) {
 
 static int up_gc(lua_State *L) {
   lw_up *w = checkup(L);
-  if (!w->c) pt_keys_free(&w->u.keys); /* options raised before upl_init */
+  if (!w->c) ps_keys_free(&w->u.keys); /* options raised before upl_init */
   else if (w->c->open) upl_free(&w->u);
   lw_uphttp_free(w);
   return 0;
@@ -335,7 +347,8 @@ void lw_open_uploader(lua_State *L) {
                                   {"__gc", up_gc}, {"__tostring", up_tostring}, {NULL, NULL}};
   static const luaL_Reg f[] = {{"uploader", l_uploader}, {NULL, NULL}};
   luaL_newmetatable(L, UP_MT);
-  luaL_setfuncs(L, meth, 0);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meth, 1); /* each method gets the metatable as upvalue */
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);

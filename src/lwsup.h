@@ -9,7 +9,8 @@
 
 #include "evloop.h"
 #include "http.h"
-#include "patch.h"
+#include "pstore.h"
+#include "uploader.h"
 
 #define WSUP_VERSION "0.1.0"
 #define LW_CTX "wsup.ctx"          /* registry field: the context userdata */
@@ -63,11 +64,12 @@ void lw_report(lua_State *L, const char *what); /* prints the error on top of L 
  * leaves nres results, or the message with a traceback. */
 int lw_pcall(lua_State *L, int nargs, int nres);
 
-/* Lua -> JSON: raise "path: reason" on bad input without side effects. */
-void lc_check_patch(lua_State *L, int idx);
-json_t *lc_build(lua_State *L, int idx); /* idx already checked; new reference */
-void lc_apply(lua_State *L, int idx, json_t *pending, const pt_keys *k);
-void lc_push(lua_State *L, const json_t *v); /* JSON -> a fresh Lua value */
+/* Coalesces the patch at idx into u's pending patch; on bad input raises
+ * "path: reason" and changes nothing. Does not check whether u is closed. */
+void lc_enqueue(lua_State *L, int idx, upl *u);
+void lc_push_ps(lua_State *L, const ps_val *v);  /* stored value -> a fresh Lua value */
+void lc_push_obj(lua_State *L, const ps_obj *o);
+void lc_push(lua_State *L, const json_t *v);     /* jansson value -> a fresh Lua value */
 
 int64_t lw_checkms(lua_State *L, int idx); /* a non-negative duration in ms */
 

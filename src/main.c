@@ -21,7 +21,11 @@ typedef struct host {
   int status; /* exit status so far */
 } host;
 
-/* Lua files live in ../lua beside the binary (the build tree) or under the prefix. */
+/* Lua files live in ../lua beside the binary (the build tree), under the prefix, or
+ * in the source tree the binary was built from (other build directories). */
+#ifndef WSUP_LUADIR
+#define WSUP_LUADIR "/usr/local/share/lua/5.4"
+#endif
 static void set_paths(lua_State *L, const char *argv0) {
   char exe[PATH_MAX], dir[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -31,8 +35,8 @@ static void set_paths(lua_State *L, const char *argv0) {
   snprintf(dir, sizeof dir, "%s", exe);
   if ((slash = strrchr(dir, '/')) != NULL) *slash = '\0';
   lua_getglobal(L, "package");
-  lua_pushfstring(L, "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
-                  dir, dir, dir, dir);
+  lua_pushfstring(L, "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;"
+                  WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua;", dir, dir, dir, dir);
   lua_getfield(L, -2, "path");
   lua_concat(L, 2);
   lua_setfield(L, -2, "path");

@@ -15,7 +15,7 @@ static void settle(upl *u) {
 }
 
 static void drop_payload(upl *u) {
-  json_decref(u->payload);
+  ps_obj_free(u->payload);
   u->payload = NULL;
   free(u->body);
   u->body = NULL;
@@ -24,9 +24,8 @@ static void drop_payload(upl *u) {
 
 static void attempt(upl *u) {
   free(u->body);
-  u->body = json_dumps(u->payload, JSON_COMPACT);
+  u->body = ps_encode(u->payload, &u->body_len);
   if (!u->body) abort(); /* only out of memory: payloads are valid by construction */
-  u->body_len = strlen(u->body);
   u->phase = UPL_SENDING;
   u->next_attempt_at = -1;
   u->st.attempts++;
@@ -46,9 +45,9 @@ static void retry_cb(void *ud) {
   upl *u = ud;
   if (u->closed) return;
   if (u->pending) {
-    if (pt_coalesce(u->payload, u->pending, &u->keys) != 0) abort();
-    json_decref(u->pending);
+    ps_obj *p = u->pending;
     u->pending = NULL;
+    if (ps_coalesce(u->payload, p, &u->keys) != 0) abort();
     u->st.absorbed++;
   }
   attempt(u);
@@ -60,7 +59,7 @@ static void schedule(upl *u) {
   wl_defer(u->loop, &u->start, start_cb, u);
 }
 
-void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, pt_keys *keys) {
+void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys) {
   memset(u, 0, sizeof *u);
   u->loop = l;
   u->ops = ops;
@@ -76,12 +75,12 @@ void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, pt_keys *keys) {
 void upl_free(upl *u) {
   upl_close(u);
   drop_payload(u);
-  pt_keys_free(&u->keys);
+  ps_keys_free(&u->keys);
 }
 
-json_t *upl_pending_obj(upl *u) {
+ps_obj *upl_pending_obj(upl *u) {
   if (u->closed) return NULL;
-  if (!u->pending && !(u->pending = json_object())) abort();
+  if (!u->pending && !(u->pending = ps_obj_new(8))) abort();
   return u->pending;
 }
 
@@ -91,11 +90,14 @@ void upl_commit(upl *u, int had_pending) {
   if (u->phase == UPL_IDLE) schedule(u);
 }
 
-int upl_enqueue(upl *u, const json_t *patch) {
+int upl_enqueue(upl *u, ps_obj *patch) {
   int had = u->pending != NULL;
-  json_t *p = upl_pending_obj(u);
-  if (!p) return 0;
-  if (pt_coalesce(p, patch, &u->keys) != 0) return -1;
+  ps_obj *p = upl_pending_obj(u);
+  if (!p) {
+    ps_obj_free(patch);
+    return 0;
+  }
+  if (ps_coalesce(p, patch, &u->keys) != 0) return -1;
   upl_commit(u, had);
   return 1;
 }
@@ -140,7 +142,7 @@ void upl_close(upl *u) {
   if (u->closed) return;
   u->closed = 1;
   if (u->pending) {
-    json_decref(u->pending);
+    ps_obj_free(u->pending);
     u->pending = NULL;
     u->lost = 1;
   }

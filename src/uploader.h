@@ -7,11 +7,10 @@
 #ifndef WSUP_UPLOADER_H
 #define WSUP_UPLOADER_H
 
-#include <jansson.h>
 #include <stdint.h>
 
 #include "evloop.h"
-#include "patch.h"
+#include "pstore.h"
 
 typedef enum { UPL_OK, UPL_RETRY, UPL_DROP } upl_result;
 typedef enum { UPL_IDLE, UPL_QUEUED, UPL_SENDING, UPL_BACKOFF } upl_phase;
@@ -35,9 +34,9 @@ struct upl {
   wl_loop *loop;        /* borrowed */
   const upl_ops *ops;   /* borrowed */
   void *ud;             /* the owner's */
-  pt_keys keys;         /* owned */
-  json_t *pending;      /* owned; NULL when nothing is pending */
-  json_t *payload;      /* owned; the patch being sent or waiting to be retried */
+  ps_keys keys;         /* owned */
+  ps_obj *pending;      /* owned; NULL when nothing is pending */
+  ps_obj *payload;      /* owned; the patch being sent or waiting to be retried */
   char *body;           /* owned; payload as JSON for the current attempt */
   size_t body_len;
   int64_t base_ms, max_ms, jitter_ms;
@@ -52,15 +51,15 @@ struct upl {
 };
 
 /* keys is moved into u. */
-void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, pt_keys *keys);
+void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys);
 void upl_free(upl *u); /* closes and frees what u owns; the attempt in flight, if any, is abandoned */
 
 /* Enqueue in two steps so a caller can fill pending without an intermediate copy:
  * upl_pending_obj gives the object to write into (created on demand), upl_commit
  * counts the enqueue and schedules the send. Returns NULL after close. */
-json_t *upl_pending_obj(upl *u);
+ps_obj *upl_pending_obj(upl *u);
 void upl_commit(upl *u, int had_pending);
-int upl_enqueue(upl *u, const json_t *patch); /* 1, 0 after close, -1 out of memory */
+int upl_enqueue(upl *u, ps_obj *patch); /* consumes patch; 1, 0 after close, -1 out of memory */
 
 void upl_done(upl *u, upl_result r, int64_t retry_after_ms, const char *error);
 void upl_close(upl *u);
