@@ -41,7 +41,7 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
     luaL_error(L, "wsup.uploader: option 'url' must start with http:// or https://");
   if (!(h = w->http = calloc(1, sizeof *h)) || !(h->url = strdup(lua_tostring(L, -1))))
     luaL_error(L, "wsup.uploader: out of memory");
-  if (strcmp(w->name, "uploader") == 0) snprintf(w->name, sizeof w->name, "%s", h->url);
+  if (strcmp(w->name, "uploader") == 0) lw_redact_url(w->name, sizeof w->name, h->url);
   lua_pop(L, 1);
   h->timeout_ms = opt_ms(L, "timeout_ms", 10000);
   h->connect_timeout_ms = opt_ms(L, "connect_timeout_ms", 5000);

@@ -22,6 +22,7 @@ typedef struct lw_up {
   lw_task *waiters;  /* tasks waiting in flush(); borrowed, each anchored as a task */
   lw_uphttp *http;   /* owned; NULL for a Lua send policy */
   long last_status;  /* HTTP status of the last response; 0 for none */
+  struct lw_up *prev, *next; /* the context's list of live uploaders */
   char name[128];
 } lw_up;
 

@@ -74,6 +74,7 @@ static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   char err[256];
   int base = lua_gettop(L) - nres + 1;
   (void)t;
+  w->c->send_tasks--;
   if (st != LUA_OK) {
     first_line(err, sizeof err, lua_tostring(L, -1));
     if (w->anchor != LUA_NOREF) lw_up_report(w, L);
@@ -109,6 +110,7 @@ static void send_start(upl *u) {
   lua_remove(L, -2);
   lc_push_obj(L, u->payload);
   lua_pushlstring(L, u->body, u->body_len);
+  w->c->send_tasks++;
   lw_spawn(w->c, L, 2, send_done, w);
 }
 
@@ -199,6 +201,9 @@ static int l_uploader(lua_State *L) {
   keys = w->u.keys;
   w->c = c;
   upl_init(&w->u, &c->loop, &ops, w, &keys);
+  w->next = c->ups;
+  if (w->next) w->next->prev = w;
+  c->ups = w;
   if (is_http) {
     w->u.ops = &http_ops;
     lw_uphttp_init(L, w);
@@ -233,6 +238,58 @@ static int up_enqueue(lua_State *L) {
     return 1;
   }
   lc_enqueue(L, 2, &w->u);
+  anchor(w, L, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int json_depth(const json_t *j) {
+  int d = 0, x;
+  const char *k;
+  json_t *v;
+  size_t i;
+  if (json_is_object(j)) {
+    json_object_foreach((json_t *)j, k, v) if ((x = json_depth(v)) > d) d = x;
+    return d + 1;
+  }
+  if (json_is_array(j)) {
+    json_array_foreach(j, i, v) if ((x = json_depth(v)) > d) d = x;
+    return d + 1;
+  }
+  return 0;
+}
+
+/* up:enqueue_json(text): for JSON that comes from outside (stdin, files). Numbers
+ * are parsed by jansson, so integers stay exact. Bad text is an outside-world
+ * failure: nil, message; pending is untouched. */
+static int up_enqueue_json(lua_State *L) {
+  lw_up *w = checkup(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  json_error_t e;
+  json_t *j;
+  ps_val v;
+  if (w->u.closed) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (!(j = json_loadb(s, n, 0, &e))) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid JSON: %s at column %d", e.text, e.column);
+    return 2;
+  }
+  if (!json_is_object(j) || json_depth(j) > LW_MAXDEPTH) {
+    lua_pushnil(L);
+    lua_pushstring(L, json_is_object(j) ? "nesting deeper than the limit" : "not a JSON object");
+    json_decref(j);
+    return 2;
+  }
+  if (ps_from_json(j, &v) != 0) {
+    json_decref(j);
+    return luaL_error(L, "enqueue_json: out of memory");
+  }
+  json_decref(j);
+  upl_enqueue(&w->u, ps_obj_of(&v));
   anchor(w, L, 1);
   lua_pushboolean(L, 1);
   return 1;
@@ -338,11 +395,37 @@ static int up_gc(lua_State *L) {
   if (!w->c) ps_keys_free(&w->u.keys); /* options raised before upl_init */
   else if (w->c->open) upl_free(&w->u);
   lw_uphttp_free(w);
+  if (w->c) {
+    if (w->prev) w->prev->next = w->next;
+    else if (w->c->ups == w) w->c->ups = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+  }
   return 0;
 }
 
+int lw_uploaders_idle(lw_ctx *c) {
+  for (lw_up *w = c->ups; w; w = w->next)
+    if (!upl_idle(&w->u)) return 0;
+  return 1;
+}
+
+int lw_report_undelivered(lw_ctx *c) {
+  int n = 0;
+  for (lw_up *w = c->ups; w; w = w->next) {
+    const char *why;
+    if (upl_idle(&w->u) && !w->u.lost) continue;
+    if (w->u.last_error[0]) why = w->u.last_error;
+    else if (w->u.closed) why = "closed before it was delivered";
+    else why = "not delivered before the drain deadline";
+    lw_log(c, 0, w->name, "undelivered: %s", why);
+    n++;
+  }
+  return n;
+}
+
 void lw_open_uploader(lua_State *L) {
-  static const luaL_Reg meth[] = {{"enqueue", up_enqueue}, {"close", up_close}, {"flush", up_flush},
+  static const luaL_Reg meth[] = {{"enqueue", up_enqueue}, {"enqueue_json", up_enqueue_json}, {"close", up_close}, {"flush", up_flush},
                                   {"pending", up_pending}, {"stats", up_stats}, {"__close", up_close},
                                   {"__gc", up_gc}, {"__tostring", up_tostring}, {NULL, NULL}};
   static const luaL_Reg f[] = {{"uploader", l_uploader}, {NULL, NULL}};

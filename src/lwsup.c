@@ -62,6 +62,7 @@ typedef struct lw_timer {
 static void timer_unanchor(lw_timer *tm) {
   luaL_unref(tm->c->main, LUA_REGISTRYINDEX, tm->self);
   tm->self = LUA_NOREF;
+  tm->c->user_timers--;
 }
 
 static void timer_fire(void *ud) {
@@ -90,6 +91,7 @@ static int new_timer(lua_State *L, int repeat) {
   tm->period = repeat ? (ms > 0 ? ms : 1) : 0;
   lua_pushvalue(L, -1);
   tm->self = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->user_timers++;
   wl_timer_start(&c->loop, &tm->t, ms, timer_fire, tm);
   return 1;
 }
@@ -160,6 +162,8 @@ int luaopen_wsup_core(lua_State *L) {
     lua_setmetatable(L, -2);
     if ((rc = wl_init(&c->loop)) != 0) return luaL_error(L, "wsup: cannot start the loop: %s", uv_strerror(rc));
     c->open = 1;
+    c->drain_ms = 5000;
+    c->log_level = 2;
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     c->main = lua_tothread(L, -1);
     lua_pop(L, 1);
@@ -174,6 +178,8 @@ int luaopen_wsup_core(lua_State *L) {
   lw_open_uploader(L);
   lw_open_receiver(L);
   lw_open_http(L);
+  lw_open_producers(L);
+  lw_open_log(L);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_pushliteral(L, WSUP_VERSION);

@@ -27,6 +27,14 @@ typedef struct lw_ctx {
   unsigned ntasks;   /* tasks started and not yet finished */
   int open;          /* 0 once finalized */
   http_client *http; /* owned; created on first use */
+  /* What counts as the script's own work, so the host knows when only uploader
+   * traffic is left (then it drains with a deadline instead of waiting forever). */
+  unsigned producers;   /* active wsup.lines / watch / signal handles */
+  unsigned user_timers; /* active wsup.after / every timers */
+  unsigned send_tasks;  /* tasks running send policies */
+  void *ups;            /* list of live uploaders (luploader.c); borrowed */
+  int64_t drain_ms;     /* how long the host drains at the end; default 5000 */
+  int log_level;        /* 0 error, 1 warn, 2 info, 3 debug */
 } lw_ctx;
 
 lw_ctx *lw_getctx(lua_State *L);   /* the context, from the registry */
@@ -79,6 +87,17 @@ void lw_open_timers(lua_State *L);
 void lw_open_uploader(lua_State *L);
 void lw_open_receiver(lua_State *L); /* lreceiver.c */
 void lw_open_http(lua_State *L);
+void lw_open_producers(lua_State *L);
+void lw_open_log(lua_State *L);
+
+void lw_stop_producers(lw_ctx *c, lua_State *L);
+int lw_signum(const char *name);  /* "int", "SIGTERM", ... -> number; 0 if unknown */
+/* Uploaders with state not delivered: 0 when none; else prints one line each to stderr. */
+int lw_report_undelivered(lw_ctx *c);
+int lw_uploaders_idle(lw_ctx *c);   /* nothing pending or in flight anywhere */
+/* Writes "time level [who] message" to stderr when level <= the context's level. */
+void lw_log(lw_ctx *c, int level, const char *who, const char *fmt, ...);
+void lw_redact_url(char *dst, size_t n, const char *url); /* user:pass@ -> ***@ */
 
 http_client *lw_http(lw_ctx *c);      /* the shared client, created on first use; NULL on failure */
 const char *lw_http_code(int curl_err); /* "timeout", "refused", "dns", "reset", ... */

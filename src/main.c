@@ -1,6 +1,8 @@
 /* main.c: the host. Embeds Lua 5.4 with the wsup module preloaded, runs a script as
- * a task, then runs the loop until no work remains. */
+ * a task, runs the loop while the script has work, then drains the uploaders within
+ * a deadline. Exit status: 0 all delivered, 1 script error, 2 usage, 3 undelivered. */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,19 +15,26 @@
 int luaopen_wsup_core(lua_State *L);
 
 static const char usage[] =
-    "usage: wsup SCRIPT.lua [args...]   run a Lua script on the wsup loop\n"
+    "usage: wsup [-v|-q] [--drain-ms N] SCRIPT.lua [args...]   run a Lua script on the wsup loop\n"
+    "       wsup pipe --url URL [--header 'K: V']... [--base-delay-ms N] [--max-delay-ms N]\n"
+    "                 [--jitter-ms N] [--drain-ms N]   PUT each JSON line of stdin\n"
     "       wsup serve [--host H] [--port N] [--max-body BYTES]   run the reference receiver alone\n"
+    "       wsup test [busted args...]   run busted with wsup on its paths\n"
     "       wsup --version | --help\n";
-
-typedef struct host {
-  int status; /* exit status so far */
-} host;
 
 /* Lua files live in ../lua beside the binary (the build tree), under the prefix, or
  * in the source tree the binary was built from (other build directories). */
 #ifndef WSUP_LUADIR
 #define WSUP_LUADIR "/usr/local/share/lua/5.4"
 #endif
+
+typedef struct host {
+  lw_ctx *c;
+  int status;        /* 1 after a script error; else the main chunk's integer result */
+  int signals;       /* SIGINT/SIGTERM seen */
+  uv_signal_t *sig[2];
+} host;
+
 static void set_paths(lua_State *L, const char *argv0) {
   char exe[PATH_MAX], dir[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -61,14 +70,63 @@ static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   if (st != LUA_OK) {
     fprintf(stderr, "wsup: %s\n", lua_tostring(L, -1));
     h->status = 1;
-    wl_stop(&lw_getctx(L)->loop);
+  } else if (nres >= 1 && lua_isinteger(L, -nres)) {
+    h->status = (int)lua_tointeger(L, -nres);
   }
   lua_pop(L, nres);
 }
 
-static int run_script(lua_State *L, host *h, int argc, char **argv, int script) {
+/* The script's own work is over: what is left belongs to uploaders. */
+static int script_idle(void *ud) {
+  host *h = ud;
+  lw_ctx *c = h->c;
+  return h->signals || (c->ntasks <= c->send_tasks && c->user_timers == 0 && c->producers == 0);
+}
+
+static int drained(void *ud) { return lw_uploaders_idle(ud); }
+
+static void on_signal(uv_signal_t *s, int signum) {
+  host *h = s->data;
+  if (++h->signals > 1) { /* a second signal: leave now */
+    int n = lw_report_undelivered(h->c);
+    fflush(NULL);
+    _exit(h->status ? h->status : n ? 3 : 0);
+  }
+  lw_log(h->c, 2, "wsup", "%s: stopping producers and draining uploaders (again to exit at once)",
+         signum == SIGINT ? "SIGINT" : "SIGTERM");
+  wl_stop(&h->c->loop);
+}
+
+static void free_handle(uv_handle_t *hd) { free(hd); }
+
+static void signals(host *h, int on) {
+  static const int nums[2] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    if (on) {
+      if (!(h->sig[i] = malloc(sizeof *h->sig[i]))) continue;
+      uv_signal_init(&h->c->loop.uv, h->sig[i]);
+      h->sig[i]->data = h;
+      uv_signal_start(h->sig[i], on_signal, nums[i]);
+      uv_unref((uv_handle_t *)h->sig[i]); /* listening is not work */
+    } else if (h->sig[i]) {
+      uv_close((uv_handle_t *)h->sig[i], free_handle);
+      h->sig[i] = NULL;
+    }
+  }
+}
+
+/* Pushes the main function: a script file, or the Lua side of a subcommand. */
+static int load_main(lua_State *L, const char *cmd, const char *script) {
+  if (cmd) {
+    lua_pushfstring(L, "return require('wsup.%s').main(...)", cmd);
+    return luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), cmd) == LUA_OK ? (lua_remove(L, -2), 0) : -1;
+  }
+  return luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script) == LUA_OK ? 0 : -1;
+}
+
+static int run(lua_State *L, host *h, const char *cmd, int argc, char **argv, int first) {
   lw_ctx *c;
-  int nargs = argc - script - 1;
+  int undelivered;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "wsup");
   if (lw_pcall(L, 1, 1) != LUA_OK) {
@@ -76,43 +134,108 @@ static int run_script(lua_State *L, host *h, int argc, char **argv, int script) 
     return 1;
   }
   lua_pop(L, 1);
-  c = lw_getctx(L);
-  if (luaL_loadfile(L, strcmp(argv[script], "-") == 0 ? NULL : argv[script]) != LUA_OK) {
+  c = h->c = lw_getctx(L);
+  if (load_main(L, cmd, argv[first]) != 0) {
     fprintf(stderr, "wsup: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  luaL_checkstack(L, nargs + 1, "too many arguments");
-  for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
-  lw_spawn(c, L, nargs, main_done, h);
-  if (h->status == 0) lw_drive(c, L, -1, NULL, NULL);
-  return h->status;
+  luaL_checkstack(L, argc + 1, "too many arguments");
+  for (int i = first + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+  signals(h, 1);
+  lw_spawn(c, L, argc - first - 1, main_done, h);
+  lw_drive(c, L, -1, script_idle, h);
+  if (h->signals) lw_stop_producers(c, L);
+  if (!lw_uploaders_idle(c)) lw_drive(c, L, wl_now(&c->loop) + c->drain_ms, drained, c);
+  undelivered = lw_report_undelivered(c);
+  signals(h, 0);
+  if (h->status) return h->status;
+  return undelivered ? 3 : 0;
 }
+
+int lw_test(int argc, char **argv); /* below */
 
 int main(int argc, char **argv) {
   lua_State *L;
   host h = {0};
-  int status;
-  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-    fputs(usage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+  const char *cmd = NULL;
+  int first = 1, status, level = 2;
+  int64_t drain = -1;
+  while (first < argc && argv[first][0] == '-' && argv[first][1] != '\0') {
+    const char *a = argv[first];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (strcmp(a, "--version") == 0) {
+      printf("wsup %s (%s)\n", WSUP_VERSION, LUA_RELEASE);
+      return 0;
+    } else if (strcmp(a, "-v") == 0) {
+      level++;
+    } else if (strcmp(a, "-q") == 0) {
+      level--;
+    } else if (strcmp(a, "--drain-ms") == 0 && first + 1 < argc) {
+      char *end;
+      drain = strtoll(argv[++first], &end, 10);
+      if (*end || drain < 0) {
+        fprintf(stderr, "wsup: --drain-ms takes a number of ms\n%s", usage);
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "wsup: unknown option '%s'\n%s", a, usage);
+      return 2;
+    }
+    first++;
   }
-  if (strcmp(argv[1], "--version") == 0) {
-    printf("wsup %s (%s)\n", WSUP_VERSION, LUA_RELEASE);
-    return 0;
-  }
-  if (strcmp(argv[1], "serve") == 0) return lw_serve(argc - 1, argv + 1);
-  if (argv[1][0] == '-' && argv[1][1] != '\0') {
-    fprintf(stderr, "wsup: unknown option '%s'\n%s", argv[1], usage);
+  if (first >= argc) {
+    fputs(usage, stderr);
     return 2;
   }
+  if (strcmp(argv[first], "serve") == 0) return lw_serve(argc - first, argv + first);
+  if (strcmp(argv[first], "test") == 0) return lw_test(argc - first, argv + first);
+  if (strcmp(argv[first], "pipe") == 0) cmd = "pipe";
   if (!(L = luaL_newstate())) {
     fputs("wsup: cannot create a Lua state\n", stderr);
     return 1;
   }
   luaL_openlibs(L);
   set_paths(L, argv[0]);
-  set_arg(L, argv, argc, 1);
-  status = run_script(L, &h, argc, argv, 1);
+  set_arg(L, argv, argc, first);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "wsup_core");
+  lua_call(L, 1, 0);
+  {
+    lw_ctx *c = lw_getctx(L);
+    c->log_level = level < 0 ? 0 : level > 3 ? 3 : level;
+    if (drain >= 0) c->drain_ms = drain;
+  }
+  status = run(L, &h, cmd, argc, argv, first);
   lua_close(L);
   return status;
+}
+
+/* `wsup test [busted args]`: busted under Lua 5.4 with wsup's Lua files and module
+ * on its paths, so a user's own specs can `require "wsup"` from any folder. */
+int lw_test(int argc, char **argv) {
+  char exe[PATH_MAX], dir[PATH_MAX], lpath[4 * PATH_MAX], cpath[4 * PATH_MAX];
+  char **args = calloc((size_t)argc + 6, sizeof *args);
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  int k = 0;
+  if (!args || n <= 0) return 1;
+  exe[n] = '\0';
+  snprintf(dir, sizeof dir, "%s", exe);
+  if (strrchr(dir, '/')) *strrchr(dir, '/') = '\0';
+  snprintf(lpath, sizeof lpath, "%s/../lua/?.lua;%s/../lua/?/init.lua;" WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua",
+           dir, dir);
+  snprintf(cpath, sizeof cpath, "%s/?.so;%s/../lib/lua/5.4/?.so", dir, dir);
+  args[k++] = "busted";
+  args[k++] = "--lua=lua5.4";
+  args[k++] = "--lpath";
+  args[k++] = lpath;
+  args[k++] = "--cpath";
+  args[k++] = cpath;
+  for (int i = 1; i < argc; i++) args[k++] = argv[i];
+  args[k] = NULL;
+  execvp("busted", args);
+  perror("wsup test: busted");
+  free(args);
+  return 2;
 }
