@@ -1,6 +1,6 @@
 # wsup — see README.md. `make` builds; `make test` and `make run` install what is missing first.
 CC      ?= cc
-PKGS    := libuv libcurl jansson libmicrohttpd
+PKGS    := libuv libcurl jansson libmicrohttpd libcrypto
 LUAPKG  := lua5.4
 OPT     ?= -O2 -g
 SAN     ?=

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lwsup.h"
 
@@ -42,6 +43,11 @@ static int l_time_us(lua_State *L) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+  return 1;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
   return 1;
 }
 
@@ -129,7 +135,7 @@ void lw_open_timers(lua_State *L) {
   static const luaL_Reg meth[] = {{"stop", timer_stop}, {"active", timer_active}, {"__close", timer_stop},
                                   {"__gc", timer_gc}, {"__tostring", timer_tostring}, {NULL, NULL}};
   static const luaL_Reg f[] = {{"after", l_after}, {"every", l_every}, {"clock", l_clock},
-                               {"now", l_now}, {"time_us", l_time_us}, {"randomseed", l_randomseed}, {NULL, NULL}};
+                               {"now", l_now}, {"time_us", l_time_us}, {"isatty", l_isatty}, {"randomseed", l_randomseed}, {NULL, NULL}};
   luaL_newmetatable(L, TIMER_MT);
   luaL_setfuncs(L, meth, 0);
   lua_pushvalue(L, -1);
@@ -180,6 +186,7 @@ int luaopen_wsup_core(lua_State *L) {
   lw_open_http(L);
   lw_open_producers(L);
   lw_open_log(L);
+  lw_open_crypto(L);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_pushliteral(L, WSUP_VERSION);

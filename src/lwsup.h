@@ -89,6 +89,7 @@ void lw_open_receiver(lua_State *L); /* lreceiver.c */
 void lw_open_http(lua_State *L);
 void lw_open_producers(lua_State *L);
 void lw_open_log(lua_State *L);
+void lw_open_crypto(lua_State *L);
 
 void lw_stop_producers(lw_ctx *c, lua_State *L);
 int lw_signum(const char *name);  /* "int", "SIGTERM", ... -> number; 0 if unknown */
