@@ -84,7 +84,7 @@ int64_t wl_now(wl_loop *l) {
 }
 
 int wl_set_virtual(wl_loop *l, int on) {
-  if (l->n || l->head) return -1;
+  if (l->n || l->head || l->turn) return -1;
   l->virt = on != 0;
   l->vnow = 0;
   return 0;
@@ -135,36 +135,41 @@ void wl_defer(wl_loop *l, wl_job *j, wl_fn fn, void *ud) {
   l->tail = j;
 }
 
-void wl_cancel(wl_loop *l, wl_job *j) {
-  wl_job **p = &l->head, *prev = NULL;
-  if (!j->queued) return;
-  while (*p && *p != j) {
-    prev = *p;
-    p = &(*p)->next;
+/* Unlinks j from the list at *head; returns 1 when it was there. */
+static int unlink_job(wl_job **head, wl_job **tail, wl_job *j) {
+  wl_job *prev = NULL;
+  for (wl_job **p = head; *p; prev = *p, p = &(*p)->next) {
+    if (*p != j) continue;
+    *p = j->next;
+    if (tail && *tail == j) *tail = prev;
+    return 1;
   }
-  if (!*p) return;
-  *p = j->next;
-  if (l->tail == j) l->tail = prev;
-  j->queued = 0;
-  j->next = NULL;
+  return 0;
 }
 
-int wl_busy(wl_loop *l) { return l->head || l->n || uv_loop_alive(&l->uv); }
+void wl_cancel(wl_loop *l, wl_job *j) {
+  if (!j->queued) return;
+  if (unlink_job(&l->head, &l->tail, j) || unlink_job(&l->turn, NULL, j)) {
+    j->queued = 0;
+    j->next = NULL;
+  }
+}
+
+int wl_busy(wl_loop *l) { return l->head || l->turn || l->n || uv_loop_alive(&l->uv); }
 
 void wl_stop(wl_loop *l) { l->stop = 1; }
 
-/* Runs the jobs queued before this turn; jobs they queue wait for the next one. */
+/* Runs the jobs queued before this turn; jobs they queue wait for the next one.
+ * The turn's jobs move to their own list, so cancelling any of them is safe. */
 static void run_jobs(wl_loop *l) {
-  wl_job *last = l->tail;
-  for (;;) {
-    wl_job *j = l->head;
-    if (!j) break;
-    l->head = j->next;
-    if (!l->head) l->tail = NULL;
+  wl_job *j;
+  l->turn = l->head;
+  l->head = l->tail = NULL;
+  while ((j = l->turn) != NULL) {
+    l->turn = j->next;
     j->queued = 0;
     j->next = NULL;
     j->fn(j->ud);
-    if (j == last) break;
   }
 }
 

@@ -36,6 +36,7 @@ typedef struct wl_loop {
   size_t n, cap;
   uint64_t seq;
   wl_job *head, *tail;  /* borrowed jobs, FIFO */
+  wl_job *turn;         /* the jobs of the turn being run */
   uint64_t rng;         /* splitmix64 state for jitter */
   int running;          /* nesting depth of wl_run */
   int stop;             /* set by wl_stop: the innermost wl_run returns */
