@@ -43,8 +43,7 @@ int lw_pcall(lua_State *L, int nargs, int nres) {
 }
 
 void lw_report(lua_State *L, const char *what) {
-  fprintf(stderr, "wsup: %s: %s\n", what, lua_tostring(L, -1));
-  fflush(stderr);
+  lw_log(lw_getctx(L), 0, "wsup", "%s: %s", what, lua_tostring(L, -1));
   lua_pop(L, 1);
 }
 

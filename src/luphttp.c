@@ -155,7 +155,7 @@ static void finish_cb(void *ud) {
   else if (res == UPL_DROP) snprintf(err, sizeof err, "HTTP %ld: dropped, not retried", r->status);
   else snprintf(err, sizeof err, "HTTP %ld", r->status);
   lw_hres_clear(r);
-  upl_done(&w->u, res, hint, res == UPL_OK ? NULL : err);
+  lw_up_done(w, res, hint, res == UPL_OK ? NULL : err);
 }
 
 static void on_done(void *ud, const http_res *r) {
@@ -165,7 +165,7 @@ static void on_done(void *ud, const http_res *r) {
   wl_defer(&w->c->loop, &w->http->finish, finish_cb, w);
 }
 
-static void fail_now(lw_up *w, const char *msg) { upl_done(&w->u, UPL_RETRY, 0, msg); }
+static void fail_now(lw_up *w, const char *msg) { lw_up_done(w, UPL_RETRY, 0, msg); }
 
 void lw_uphttp_send(upl *u) {
   lw_up *w = (lw_up *)u;

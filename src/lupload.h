@@ -26,7 +26,10 @@ typedef struct lw_up {
   char name[128];
 } lw_up;
 
-/* Reports the error message on top of L through on_error (or stderr); pops it. */
+/* upl_done, plus the log lines operators want (first failure, drop, recovery). */
+void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err);
+
+/* Reports the error message on top of L through on_error (or the log); pops it. */
 void lw_up_report(lw_up *w, lua_State *L);
 
 /* The HTTP sender: reads url, headers, timeouts, insecure, classify and

@@ -46,21 +46,33 @@ static void settled(upl *u) {
 }
 
 void lw_up_report(lw_up *w, lua_State *L) {
-  /* message with traceback on top of L */
+  /* the message, with a traceback, is on top of L */
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
   lua_getiuservalue(L, -1, UV_ONERROR);
   lua_remove(L, -2);
   if (lua_isfunction(L, -1)) {
-    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
     if (lw_pcall(L, 1, 1) != LUA_OK) lw_report(L, "on_error handler failed");
     else lua_pop(L, 1);
   } else {
     lua_pop(L, 1);
-    lua_pushfstring(L, "uploader %s: send error", w->name);
-    fprintf(stderr, "wsup: %s: %s\n", lua_tostring(L, -1), lua_tostring(L, -2));
-    fflush(stderr);
+    lw_log(w->c, 0, w->name, "send error: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
+}
+
+/* Completes an attempt and logs what operators want to see: the first failure
+ * (warn), each retry (debug), a drop (warn) and the recovery (info). */
+void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err) {
+  unsigned before = w->u.st.consecutive_failures;
+  upl_done(&w->u, r, retry_after_ms, err);
+  if (w->u.phase == UPL_BACKOFF)
+    lw_log(w->c, w->u.st.consecutive_failures == 1 ? 1 : 3, w->name, "attempt failed: %s; retry in %lld ms",
+           w->u.last_error, (long long)(w->u.next_attempt_at - wl_now(&w->c->loop)));
+  else if (r == UPL_DROP)
+    lw_log(w->c, 1, w->name, "%s", w->u.last_error);
+  else if (r == UPL_OK && before > 0)
+    lw_log(w->c, 2, w->name, "delivered after %u failed attempts", before);
 }
 
 /* The first line of an error message: last_error stays short. */
@@ -78,24 +90,24 @@ static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   if (st != LUA_OK) {
     first_line(err, sizeof err, lua_tostring(L, -1));
     if (w->anchor != LUA_NOREF) lw_up_report(w, L);
-    lua_pop(L, nres);
-    upl_done(&w->u, UPL_RETRY, 0, err);
+    else lua_pop(L, 1);
+    lw_up_done(w, UPL_RETRY, 0, err);
     return;
   }
   if (nres >= 1 && lua_isboolean(L, base) && lua_toboolean(L, base)) {
-    upl_done(&w->u, UPL_OK, 0, NULL);
+    lw_up_done(w, UPL_OK, 0, NULL);
   } else if (nres >= 1 && lua_type(L, base) == LUA_TSTRING && strcmp(lua_tostring(L, base), "drop") == 0) {
-    upl_done(&w->u, UPL_DROP, 0, "dropped by send");
+    lw_up_done(w, UPL_DROP, 0, "dropped by send");
   } else if (nres == 0 || lua_isnil(L, base) || (lua_isboolean(L, base) && !lua_toboolean(L, base))) {
     lua_Number ra = nres >= 2 ? lua_tonumber(L, base + 1) : 0;
-    upl_done(&w->u, UPL_RETRY, ra > 0 ? (int64_t)(ra > 1e15 ? 1e15 : ra) : 0, "send returned false");
+    lw_up_done(w, UPL_RETRY, ra > 0 ? (int64_t)(ra > 1e15 ? 1e15 : ra) : 0, "send returned false");
   } else {
     lua_pushfstring(L, "send returned %s; expected true, false, nil or \"drop\"", luaL_typename(L, base));
     luaL_traceback(L, L, lua_tostring(L, -1), 0);
     lua_remove(L, -2);
     first_line(err, sizeof err, lua_tostring(L, -1));
     lw_up_report(w, L);
-    upl_done(&w->u, UPL_RETRY, 0, err);
+    lw_up_done(w, UPL_RETRY, 0, err);
   }
   lua_settop(L, base - 1);
 }
