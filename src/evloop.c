@@ -162,8 +162,9 @@ void wl_stop(wl_loop *l) { l->stop = 1; }
 /* Runs the jobs queued before this turn; jobs they queue wait for the next one.
  * The turn's jobs move to their own list, so cancelling any of them is safe. */
 static void run_jobs(wl_loop *l) {
-  wl_job *j;
-  l->turn = l->head;
+  wl_job *j, **end = &l->turn;
+  while (*end) end = &(*end)->next; /* a wl_run nested in a job: the outer turn's jobs stay first */
+  *end = l->head;
   l->head = l->tail = NULL;
   while ((j = l->turn) != NULL) {
     l->turn = j->next;

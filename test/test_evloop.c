@@ -514,6 +514,69 @@ static void test_job_deferred_after_cancelling_the_turns_last_job_waits_for_next
   if (R.turn[1] <= R.turn[0]) fail_msg("job deferred in turn %d ran in that same turn", R.turn[0]);
 }
 
+/* A job may cancel a later job of the turn being run: that job does not run. */
+static wl_job cm_a, cm_b, cm_c;
+static int cm_virtual_rc, cm_busy;
+static void cm_a_cb(void *ud) {
+  (void)ud;
+  note(1);
+  wl_cancel(&L, &cm_b);
+  cm_busy = wl_busy(&L);                 /* cm_c is still due in this turn */
+  cm_virtual_rc = wl_set_virtual(&L, 1); /* so switching clocks is refused */
+}
+
+static void test_job_cancelled_by_an_earlier_job_of_the_same_turn_does_not_run(void **state) {
+  (void)state;
+  memset(&cm_a, 0, sizeof cm_a);
+  memset(&cm_b, 0, sizeof cm_b);
+  memset(&cm_c, 0, sizeof cm_c);
+  wl_defer(&L, &cm_a, cm_a_cb, NULL);
+  wl_defer(&L, &cm_b, note_cb, ID(2));
+  wl_defer(&L, &cm_c, note_cb, ID(3));
+  assert_int_equal(wl_run(&L, -1, count_turn, NULL), 0);
+  assert_int_equal(R.n, 2);
+  assert_int_equal(R.id[0], 1);
+  assert_int_equal(R.id[1], 3);
+  assert_int_equal(R.turn[1], R.turn[0]); /* c still ran in the same turn */
+  assert_false(cm_b.queued);
+  assert_true(cm_busy);
+  assert_int_equal(cm_virtual_rc, -1);
+  wl_defer(&L, &cm_b, note_cb, ID(2)); /* the cancelled job can be queued again */
+  assert_int_equal(wl_run(&L, -1, NULL, NULL), 0);
+  assert_int_equal(R.n, 3);
+  assert_int_equal(R.id[2], 2);
+}
+
+/* wl_run may nest (the loop counts its depth): a job that drives the loop itself
+ * must not lose the jobs still due in the outer turn. */
+static wl_job nest_a, nest_b, nest_c;
+static int nest_c_ran(void *ud) {
+  (void)ud;
+  return R.n >= 2 && R.id[R.n - 1] == 3;
+}
+static void nest_a_cb(void *ud) {
+  (void)ud;
+  note(1);
+  wl_defer(&L, &nest_c, note_cb, ID(3));
+  assert_int_equal(wl_run(&L, -1, nest_c_ran, NULL), 1);
+}
+
+static void test_nested_run_from_a_job_keeps_the_outer_turns_remaining_jobs(void **state) {
+  int i, seen_b = 0;
+  (void)state;
+  memset(&nest_a, 0, sizeof nest_a);
+  memset(&nest_b, 0, sizeof nest_b);
+  memset(&nest_c, 0, sizeof nest_c);
+  wl_defer(&L, &nest_a, nest_a_cb, NULL);
+  wl_defer(&L, &nest_b, note_cb, ID(2));
+  assert_int_equal(wl_run(&L, -1, NULL, NULL), 0);
+  for (i = 0; i < R.n; i++) seen_b += R.id[i] == 2;
+  if (seen_b != 1) fail_msg("job b ran %d times (want 1); b.queued=%d", seen_b, nest_b.queued);
+  assert_false(nest_b.queued);
+  assert_int_equal(R.n, 3);
+  assert_int_equal(R.id[0], 1);
+}
+
 /* ---- wl_run ----------------------------------------------------------------- */
 
 static int always(void *ud) {
@@ -792,6 +855,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_cancel_the_only_job_leaves_the_loop_idle, setup_virtual, teardown),
       cmocka_unit_test_setup_teardown(test_job_deferred_after_cancelling_the_turns_last_job_waits_for_next_turn,
                                       setup_virtual, teardown),
+      cmocka_unit_test_setup_teardown(test_job_cancelled_by_an_earlier_job_of_the_same_turn_does_not_run,
+                                      setup_virtual, teardown),
+      cmocka_unit_test_setup_teardown(test_nested_run_from_a_job_keeps_the_outer_turns_remaining_jobs, setup_virtual,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_run_returns_1_when_done_holds, setup_virtual, teardown),
       cmocka_unit_test_setup_teardown(test_run_returns_0_at_deadline_and_time_jumps_there, setup_virtual, teardown),
       cmocka_unit_test_setup_teardown(test_timer_due_at_the_run_deadline_fires_in_the_next_run, setup_virtual, teardown),
