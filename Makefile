@@ -18,7 +18,7 @@ BIND_OBJ := $(BIND_SRC:src/%.c=$(B)/obj/%.o)
 TESTS    := $(patsubst test/%.c,$(B)/%,$(wildcard test/test_*.c))
 LUA_FILES := $(wildcard lua/wsup/*.lua)
 
-.PHONY: all deps test test-c test-lua run clean check-asan lint bench
+.PHONY: all deps test test-c test-lua run clean check-asan lint bench install uninstall
 all: $(B)/wsup $(B)/wsup_core.so
 
 deps:
@@ -66,3 +66,32 @@ check-asan:
 
 clean:
 	rm -rf $(B)
+
+# Install layout. Lua module dirs come from lua5.4.pc, made relative to its own prefix
+# and rebased under PREFIX. Debian's INSTALL_CMOD has a multiarch part
+# (/usr/lib/x86_64-linux-gnu/lua/5.4) that lua5.4 only searches under /usr, not
+# /usr/local: it is dropped, giving lib/lua/5.4, which lua5.4 searches under both and
+# which `wsup test` puts on busted's cpath. Override LUA_LMOD / LUA_CMOD to choose.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+LUA_PCPREFIX := $(shell pkg-config --variable=prefix $(LUAPKG) 2>/dev/null)
+LUA_MARCH    := $(shell pkg-config --variable=deb_host_multiarch $(LUAPKG) 2>/dev/null)
+LUA_LMOD_REL := $(or $(patsubst $(LUA_PCPREFIX)/%,%,$(shell pkg-config --variable=INSTALL_LMOD $(LUAPKG) 2>/dev/null)),share/lua/5.4)
+LUA_CMOD_REL := $(or $(subst /$(LUA_MARCH)/,/,$(patsubst $(LUA_PCPREFIX)/%,%,$(shell pkg-config --variable=INSTALL_CMOD $(LUAPKG) 2>/dev/null))),lib/lua/5.4)
+LUA_LMOD ?= $(PREFIX)/$(LUA_LMOD_REL)
+LUA_CMOD ?= $(PREFIX)/$(LUA_CMOD_REL)
+INSTALL  ?= install
+
+install: all
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUA_CMOD) $(DESTDIR)$(LUA_LMOD)/wsup $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 755 $(B)/wsup $(DESTDIR)$(BINDIR)/wsup
+	$(INSTALL) -m 755 $(B)/wsup_core.so $(DESTDIR)$(LUA_CMOD)/wsup_core.so
+	$(INSTALL) -m 644 $(LUA_FILES) $(DESTDIR)$(LUA_LMOD)/wsup/
+	$(INSTALL) -m 644 doc/wsup.1 $(DESTDIR)$(MANDIR)/man1/wsup.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/wsup $(DESTDIR)$(LUA_CMOD)/wsup_core.so $(DESTDIR)$(MANDIR)/man1/wsup.1
+	rm -f $(addprefix $(DESTDIR)$(LUA_LMOD)/wsup/,$(notdir $(LUA_FILES)))
+	rmdir $(DESTDIR)$(LUA_LMOD)/wsup 2>/dev/null || true

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lwsup.h"
@@ -58,7 +59,8 @@ struct lw_prod {
   /* signal */
   int signum, pending_signals;
   int64_t debounce_ms;
-  char name[64];
+  char name[512];    /* the path, for watch */
+  char base[256];    /* watch: the file's name in its directory; "" to watch a directory */
 };
 
 static lua_State *driver(lw_ctx *c) { return c->L ? c->L : c->main; }
@@ -84,10 +86,16 @@ static void io_release(lw_prod *p) {
   }
 }
 
+static unsigned *user_signal(lw_prod *p) {
+  if (p->kind != P_SIGNAL || (p->signum != SIGINT && p->signum != SIGTERM)) return NULL;
+  return &p->c->user_signals[p->signum == SIGINT ? 0 : 1];
+}
+
 static void stop(lw_prod *p) {
   if (!p->active) return;
   p->active = 0;
   p->c->producers--;
+  if (user_signal(p)) (*user_signal(p))--;
   io_release(p);
   if (p->c->open) {
     wl_cancel(&p->c->loop, &p->job);
@@ -123,6 +131,7 @@ static void deliver_lines(void *ud) {
     nl = memchr(p->buf + start, '\n', p->len - start);
     if (!nl) break;
     p->lineno++;
+    if ((size_t)(nl - (p->buf + start)) > p->max_line) p->skipping = 1;
     if (p->skipping) {
       p->skipping = 0;
       lua_pushboolean(L, 0);
@@ -218,37 +227,37 @@ static void read_more(lw_prod *p) {
   }
 }
 
-static int open_lines(lua_State *L, lw_prod *p) {
+/* Sets up reading; returns NULL, or a message for an outside-world failure. */
+static const char *open_lines(lua_State *L, lw_prod *p) {
   uv_loop_t *uv = &p->c->loop.uv;
-  uv_handle_type t;
+  struct stat sb;
   pio *io;
   if (lua_type(L, 1) == LUA_TSTRING) {
     if ((p->fd = open(lua_tostring(L, 1), O_RDONLY | O_CLOEXEC)) < 0)
-      return luaL_error(L, "wsup.lines: cannot open %s: %s", lua_tostring(L, 1), strerror(errno));
+      return lua_pushfstring(L, "wsup.lines: cannot open %s: %s", lua_tostring(L, 1), strerror(errno));
     p->own_fd = 1;
   } else if (lua_isinteger(L, 1)) {
     p->fd = (int)lua_tointeger(L, 1);
   } else {
     luaL_Stream *s = luaL_testudata(L, 1, LUA_FILEHANDLE);
-    if (!s || !s->f) return luaL_argerror(L, 1, "expected io.stdin or another file, a descriptor or a path");
+    if (!s || !s->f) luaL_argerror(L, 1, "expected io.stdin or another file, a descriptor or a path");
     p->fd = fileno(s->f);
   }
-  if (!(io = p->io = calloc(1, sizeof *io))) return luaL_error(L, "wsup.lines: out of memory");
+  if (!(io = p->io = calloc(1, sizeof *io))) return "wsup.lines: out of memory";
   io->p = p;
-  t = uv_guess_handle(p->fd);
-  if (t == UV_FILE) {
-    p->is_file = 1;
-  } else if (t == UV_TTY) {
-    if (uv_tty_init(uv, &io->u.tty, p->fd, 1) != 0) return luaL_error(L, "wsup.lines: cannot read the terminal");
+  if (fstat(p->fd, &sb) != 0) return lua_pushfstring(L, "wsup.lines: descriptor %d: %s", p->fd, strerror(errno));
+  if (S_ISDIR(sb.st_mode)) return "wsup.lines: cannot read a directory";
+  if (S_ISREG(sb.st_mode) || S_ISBLK(sb.st_mode)) {
+    p->is_file = 1; /* regular files never block: read them through libuv's thread pool */
+  } else if (uv_guess_handle(p->fd) == UV_TTY) {
+    if (uv_tty_init(uv, &io->u.tty, p->fd, 1) != 0) return "wsup.lines: cannot read the terminal";
     io->has_handle = 1;
-  } else if (t == UV_NAMED_PIPE || t == UV_TCP || t == UV_UNKNOWN_HANDLE) {
-    if (uv_pipe_init(uv, &io->u.pipe, 0) != 0 || (io->has_handle = 1, uv_pipe_open(&io->u.pipe, p->fd) != 0))
-      return luaL_error(L, "wsup.lines: cannot read descriptor %d", p->fd);
   } else {
-    return luaL_error(L, "wsup.lines: cannot read descriptor %d", p->fd);
+    if (uv_pipe_init(uv, &io->u.pipe, 0) != 0) return "wsup.lines: out of memory";
+    io->has_handle = 1;
+    if (uv_pipe_open(&io->u.pipe, p->fd) != 0) return lua_pushfstring(L, "wsup.lines: cannot read descriptor %d", p->fd);
   }
-  read_more(p);
-  return 0;
+  return NULL;
 }
 
 /* ---- watch and signal -------------------------------------------------------- */
@@ -261,12 +270,15 @@ static void fire_watch(void *ud) {
   call(p, L, 1);
 }
 
+/* The directory is watched, not the file: editors save by writing a new file and
+ * renaming it over the old one, which a watch on the old inode would miss. */
 static void on_fs_event(uv_fs_event_t *h, const char *file, int events, int status) {
   pio *io = (pio *)h;
-  (void)file;
+  lw_prod *p = io->p;
   (void)events;
   (void)status;
-  if (io->p) wl_timer_start(&io->p->c->loop, &io->p->debounce, io->p->debounce_ms, fire_watch, io->p);
+  if (!p || (p->base[0] && (!file || strcmp(file, p->base) != 0))) return;
+  wl_timer_start(&p->c->loop, &p->debounce, p->debounce_ms, fire_watch, p);
 }
 
 static void deliver_signal(void *ud) {
@@ -324,8 +336,11 @@ static void activate(lua_State *L, lw_prod *p) {
 
 static int l_lines(lua_State *L) {
   lw_prod *p;
+  const char *err;
+  int top;
   luaL_checkany(L, 1);
   p = newprod(L, P_LINES, 2);
+  top = lua_gettop(L) - 1;
   p->max_line = MAX_LINE_DEFAULT;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "max_line");
@@ -333,14 +348,25 @@ static int l_lines(lua_State *L) {
     lua_pop(L, 1);
   }
   snprintf(p->name, sizeof p->name, "lines");
+  if ((err = open_lines(L, p)) != NULL) {
+    io_release(p);
+    if (p->own_fd) close(p->fd);
+    p->fd = -1;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_settop(L, top + 1);
   activate(L, p);
-  if (open_lines(L, p) != 0) stop(p);
+  read_more(p);
   return 1;
 }
 
 static int l_watch(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lw_prod *p = newprod(L, P_WATCH, 2);
+  char dir[512];
+  struct stat sb;
   pio *io;
   int rc;
   p->debounce_ms = 50;
@@ -350,12 +376,19 @@ static int l_watch(lua_State *L) {
     lua_pop(L, 1);
   }
   snprintf(p->name, sizeof p->name, "%s", path);
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    snprintf(dir, sizeof dir, "%s", path);
+  } else {
+    const char *slash = strrchr(path, '/');
+    snprintf(p->base, sizeof p->base, "%s", slash ? slash + 1 : path);
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
+  }
   if (!(io = calloc(1, sizeof *io))) return luaL_error(L, "wsup.watch: out of memory");
   io->p = p;
   p->io = io;
   uv_fs_event_init(&p->c->loop.uv, &io->u.ev);
   io->has_handle = 1;
-  if ((rc = uv_fs_event_start(&io->u.ev, on_fs_event, path, 0)) != 0) {
+  if ((rc = uv_fs_event_start(&io->u.ev, on_fs_event, dir, 0)) != 0) {
     io_release(p);
     lua_pushnil(L);
     lua_pushfstring(L, "wsup.watch: %s: %s", path, uv_strerror(rc));
@@ -384,6 +417,7 @@ static int l_signal(lua_State *L) {
     return luaL_error(L, "wsup.signal: %s", uv_strerror(rc));
   }
   activate(L, p);
+  if (user_signal(p)) (*user_signal(p))++; /* the host leaves the first such signal to the script */
   return 1;
 }
 

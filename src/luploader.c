@@ -416,9 +416,10 @@ static int up_gc(lua_State *L) {
   return 0;
 }
 
+/* Closed uploaders are done: a send still in flight after close is not waited for. */
 int lw_uploaders_idle(lw_ctx *c) {
   for (lw_up *w = c->ups; w; w = w->next)
-    if (!upl_idle(&w->u)) return 0;
+    if (!w->u.closed && !upl_idle(&w->u)) return 0;
   return 1;
 }
 
@@ -428,7 +429,7 @@ int lw_report_undelivered(lw_ctx *c) {
     const char *why;
     if (upl_idle(&w->u) && !w->u.lost) continue;
     if (w->u.last_error[0]) why = w->u.last_error;
-    else if (w->u.closed) why = "closed before it was delivered";
+    else if (w->u.closed) why = w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
     else why = "not delivered before the drain deadline";
     lw_log(c, 0, w->name, "undelivered: %s", why);
     n++;

@@ -35,6 +35,7 @@ typedef struct lw_ctx {
   void *ups;            /* list of live uploaders (luploader.c); borrowed */
   int64_t drain_ms;     /* how long the host drains at the end; default 5000 */
   int log_level;        /* 0 error, 1 warn, 2 info, 3 debug */
+  unsigned user_signals[2]; /* active wsup.signal handlers for INT and TERM */
 } lw_ctx;
 
 lw_ctx *lw_getctx(lua_State *L);   /* the context, from the registry */

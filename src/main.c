@@ -1,6 +1,7 @@
 /* main.c: the host. Embeds Lua 5.4 with the wsup module preloaded, runs a script as
  * a task, runs the loop while the script has work, then drains the uploaders within
  * a deadline. Exit status: 0 all delivered, 1 script error, 2 usage, 3 undelivered. */
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,7 +18,8 @@ int luaopen_wsup_core(lua_State *L);
 static const char usage[] =
     "usage: wsup [-v|-q] [--drain-ms N] SCRIPT.lua [args...]   run a Lua script on the wsup loop\n"
     "       wsup pipe --url URL [--header 'K: V']... [--base-delay-ms N] [--max-delay-ms N]\n"
-    "                 [--jitter-ms N] [--drain-ms N]   PUT each JSON line of stdin\n"
+    "                 [--jitter-ms N] [--timeout-ms N] [--drain-ms N] [--max-line BYTES]\n"
+    "                 PUT each JSON line of stdin\n"
     "       wsup serve [--host H] [--port N] [--max-body BYTES]   run the reference receiver alone\n"
     "       wsup test [busted args...]   run busted with wsup on its paths\n"
     "       wsup --version | --help\n";
@@ -32,6 +34,7 @@ typedef struct host {
   lw_ctx *c;
   int status;        /* 1 after a script error; else the main chunk's integer result */
   int signals;       /* SIGINT/SIGTERM seen */
+  int stopping;      /* the host took a signal over: producers stop, uploaders drain */
   uv_signal_t *sig[2];
 } host;
 
@@ -80,7 +83,7 @@ static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
 static int script_idle(void *ud) {
   host *h = ud;
   lw_ctx *c = h->c;
-  return h->signals || (c->ntasks <= c->send_tasks && c->user_timers == 0 && c->producers == 0);
+  return h->stopping || (c->ntasks <= c->send_tasks && c->user_timers == 0 && c->producers == 0);
 }
 
 static int drained(void *ud) { return lw_uploaders_idle(ud); }
@@ -92,9 +95,11 @@ static void on_signal(uv_signal_t *s, int signum) {
     fflush(NULL);
     _exit(h->status ? h->status : n ? 3 : 0);
   }
+  if (h->c->user_signals[signum == SIGINT ? 0 : 1]) return; /* the script handles the first one */
   lw_log(h->c, 2, "wsup", "%s: stopping producers and draining uploaders (again to exit at once)",
          signum == SIGINT ? "SIGINT" : "SIGTERM");
-  wl_stop(&h->c->loop);
+  h->stopping = 1;
+  wl_stop(&h->c->loop); /* ends a wsup.run() nested in the script, too */
 }
 
 static void free_handle(uv_handle_t *hd) { free(hd); }
@@ -144,7 +149,8 @@ static int run(lua_State *L, host *h, const char *cmd, int argc, char **argv, in
   signals(h, 1);
   lw_spawn(c, L, argc - first - 1, main_done, h);
   lw_drive(c, L, -1, script_idle, h);
-  if (h->signals) lw_stop_producers(c, L);
+  if (h->stopping) lw_stop_producers(c, L);
+  c->loop.stop = 0; /* a signal's wl_stop must not cut the drain short */
   if (!lw_uploaders_idle(c)) lw_drive(c, L, wl_now(&c->loop) + c->drain_ms, drained, c);
   undelivered = lw_report_undelivered(c);
   signals(h, 0);
@@ -154,12 +160,20 @@ static int run(lua_State *L, host *h, const char *cmd, int argc, char **argv, in
 
 int lw_test(int argc, char **argv); /* below */
 
+/* A closed stdin, stdout or stderr would be reused by the next open(), libuv's own
+ * descriptors included: keep 0-2 taken, by /dev/null if need be. */
+static void hold_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) _exit(1);
+}
+
 int main(int argc, char **argv) {
   lua_State *L;
   host h = {0};
   const char *cmd = NULL;
   int first = 1, status, level = 2;
   int64_t drain = -1;
+  hold_std_fds();
   while (first < argc && argv[first][0] == '-' && argv[first][1] != '\0') {
     const char *a = argv[first];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -215,7 +229,7 @@ int main(int argc, char **argv) {
 /* `wsup test [busted args]`: busted under Lua 5.4 with wsup's Lua files and module
  * on its paths, so a user's own specs can `require "wsup"` from any folder. */
 int lw_test(int argc, char **argv) {
-  char exe[PATH_MAX], dir[PATH_MAX], lpath[4 * PATH_MAX], cpath[4 * PATH_MAX];
+  char exe[PATH_MAX], dir[PATH_MAX], lpath[8 * PATH_MAX], cpath[4 * PATH_MAX];
   char **args = calloc((size_t)argc + 6, sizeof *args);
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   int k = 0;
@@ -223,15 +237,16 @@ int lw_test(int argc, char **argv) {
   exe[n] = '\0';
   snprintf(dir, sizeof dir, "%s", exe);
   if (strrchr(dir, '/')) *strrchr(dir, '/') = '\0';
-  snprintf(lpath, sizeof lpath, "%s/../lua/?.lua;%s/../lua/?/init.lua;" WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua",
-           dir, dir);
-  snprintf(cpath, sizeof cpath, "%s/?.so;%s/../lib/lua/5.4/?.so", dir, dir);
+  /* Through the environment: busted re-runs itself under --lua via sh, unquoted,
+   * so paths with ';' cannot travel as arguments. ";;" keeps Lua's defaults. */
+  snprintf(lpath, sizeof lpath,
+           "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;"
+           WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua;;", dir, dir, dir, dir);
+  snprintf(cpath, sizeof cpath, "%s/?.so;%s/../lib/lua/5.4/?.so;;", dir, dir);
+  setenv("LUA_PATH_5_4", lpath, 1);
+  setenv("LUA_CPATH_5_4", cpath, 1);
   args[k++] = "busted";
   args[k++] = "--lua=lua5.4";
-  args[k++] = "--lpath";
-  args[k++] = lpath;
-  args[k++] = "--cpath";
-  args[k++] = cpath;
   for (int i = 1; i < argc; i++) args[k++] = argv[i];
   args[k] = NULL;
   execvp("busted", args);

@@ -16,7 +16,7 @@ local NUMERIC = { ["base-delay-ms"] = true, ["max-delay-ms"] = true, ["jitter-ms
 
 -- Returns the options, or nil and a message.
 function M.parse(args)
-  local o = { headers = {}, ["drain-ms"] = 5000, ["max-line"] = 1048576 }
+  local o = { headers = {}, ["max-line"] = 1048576 }
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -64,14 +64,19 @@ function M.main(...)
     io.stderr:write("wsup pipe: ", err, "\n", M.USAGE, "\n")
     return 2
   end
-  wsup.drain_ms(o["drain-ms"])
+  o["drain-ms"] = wsup.drain_ms(o["drain-ms"]) -- the host's --drain-ms, unless given here
   local up = wsup.uploader {
     url = o.url, headers = o.headers, base_delay_ms = o["base-delay-ms"], max_delay_ms = o["max-delay-ms"],
     jitter_ms = o["jitter-ms"], timeout_ms = o["timeout-ms"],
   }
+  local tty = wsup.isatty(2)
   local st = { lines = 0, bad = 0, up = up:stats() }
   local eof = false
-  wsup.lines(io.stdin, function(line, why)
+  local reader
+  -- The first SIGINT/SIGTERM is ours: stop reading, then drain and summarize below.
+  local function finish() eof = true; if reader then reader:stop() end end
+  local sigint, sigterm = wsup.signal("int", finish), wsup.signal("term", finish)
+  reader = wsup.lines(io.stdin, function(line, why)
     if line == nil then
       eof = true
       return
@@ -81,11 +86,11 @@ function M.main(...)
     if line then ok, e = up:enqueue_json(line) end
     if not ok then
       st.bad = st.bad + 1
+      if tty then io.stderr:write("\r\27[K") end -- off the progress line
       io.stderr:write(("line %d: %s\n"):format(st.lines, (e or "bad line"):gsub("^line %d+: ", "")))
     end
   end, { max_line = o["max-line"] })
 
-  local tty = wsup.isatty(2)
   local function progress(final)
     st.up = up:stats()
     if tty then io.stderr:write("\r\27[K", summary(st), final and "\n" or "") end
@@ -94,6 +99,8 @@ function M.main(...)
     wsup.sleep(tty and 100 or 20)
     if tty then progress() end
   end
+  sigint:stop()
+  sigterm:stop()
   local delivered = up:flush(o["drain-ms"])
   progress(true)
   st.up = up:stats()
