@@ -56,13 +56,22 @@ run: deps all
 	$(B)/wsup examples/heartbeat.lua 5
 
 lint:
-	luacheck -q lua spec examples bench
+	@# gcc and clang builds (-Werror) into build/lint-*, cppcheck, clang-tidy, luacheck: see scripts/lint.sh.
+	@CPPFLAGS='$(CPPFLAGS)' sh scripts/lint.sh
+
+# Benchmarks beside the seed (../shared/peer): prints a table, writes bench/results.md and bench/enqueue.png.
+bench: all
+	@sh bench/run.sh
 
 check-asan:
-	$(MAKE) clean
+	@# Own build dir (normal builds in $(B) stay as they are) and gcc, whose libasan/libubsan
+	@# scripts/asan-env.sh preloads into stock lua5.4. float-cast-overflow is not part of
+	@# gcc's "undefined". The suite runs against build/asan: see scripts/asan-env.sh.
 	$(MAKE) deps
-	$(MAKE) all $(TESTS) OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined"
-	ASAN=1 sh scripts/test.sh
+	$(MAKE) B=build/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" \
+	  all $(patsubst $(B)/%,build/asan/%,$(TESTS))
+	ASAN=1 ASAN_CC=gcc B=build/asan sh scripts/test.sh
 
 clean:
 	rm -rf $(B)

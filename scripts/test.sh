@@ -9,12 +9,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 if [ "${ASAN:-}" = 1 ]; then
-  # Stock lua5.4 is not instrumented: the runtime must be loaded first.
-  LD_PRELOAD="$(${CC:-cc} -print-file-name=libasan.so) $(${CC:-cc} -print-file-name=libubsan.so)"
-  export LD_PRELOAD
-  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
-  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_suppressions=0}"
-  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+  # The sanitizer build in $B (make check-asan), from a shadow root: see scripts/asan-env.sh.
+  . scripts/asan-env.sh
 fi
 
 if [ "$what" != lua ]; then
@@ -33,7 +29,7 @@ if [ "$what" != lua ]; then
 fi
 
 if [ "$what" != c ]; then
-  busted --lua=lua5.4 -o utfTerminal spec 2>&1 | tee "$log"
+  busted --lua=lua5.4 -o utfTerminal 2>&1 | tee "$log" # ROOT from .busted: spec and examples/spec
   line=$(grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -n 1)
   if [ -z "$line" ]; then
     echo "busted: no summary (crashed?)"
@@ -46,5 +42,6 @@ if [ "$what" != c ]; then
   fi
 fi
 
+[ "${ASAN:-}" != 1 ] || asan_collect # one failure per process with a sanitizer report
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -133,6 +133,9 @@ void wl_defer(wl_loop *l, wl_job *j, wl_fn fn, void *ud) {
   if (l->tail) l->tail->next = j;
   else l->head = j;
   l->tail = j;
+  /* From a libuv callback: uv_run(UV_RUN_ONCE) runs due timers (libcurl's) before it
+   * polls, and would otherwise block in that poll with this job waiting. */
+  if (l->in_uv) uv_stop(&l->uv);
 }
 
 /* Unlinks j from the list at *head; returns 1 when it was there. */
@@ -184,26 +187,32 @@ static void fire_due(wl_loop *l, int64_t now) {
   }
 }
 
-static void wake_cb(uv_timer_t *h) { (void)h; }
+static void wake_cb(uv_timer_t *h) { uv_stop(h->loop); } /* fired before the poll: do not block in it */
+
+static void run_uv(wl_loop *l, uv_run_mode mode) {
+  l->in_uv++;
+  uv_run(&l->uv, mode);
+  l->in_uv--;
+}
 
 /* Waits for I/O or the next deadline; returns 0 when there is nothing to wait for. */
 static int wait_turn(wl_loop *l, int64_t now, int64_t deadline) {
   int64_t next = l->n ? l->heap[0]->due : -1;
   if (deadline >= 0 && (next < 0 || next > deadline)) next = deadline;
   if (l->virt) {
-    uv_run(&l->uv, UV_RUN_NOWAIT);
+    run_uv(l, UV_RUN_NOWAIT);
     if (l->head) return 1;
     if (l->n) {
       l->vnow = next;
       return 1;
     }
     if (!uv_loop_alive(&l->uv)) return 0;
-    uv_run(&l->uv, UV_RUN_ONCE); /* only I/O can make progress */
+    run_uv(l, UV_RUN_ONCE); /* only I/O can make progress */
     return 1;
   }
   if (!l->n && !uv_loop_alive(&l->uv)) return 0;
   if (next >= 0) uv_timer_start(&l->wake, wake_cb, (uint64_t)(next > now ? next - now : 0), 0);
-  uv_run(&l->uv, UV_RUN_ONCE);
+  run_uv(l, UV_RUN_ONCE);
   uv_timer_stop(&l->wake);
   return 1;
 }

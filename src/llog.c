@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lwsup.h"
 
@@ -24,8 +25,45 @@ void lw_redact_url(char *dst, size_t n, const char *url) {
   snprintf(dst, n, "%.*s***%s", (int)(host - url), url, at);
 }
 
+/* Copies src to dst (size n) with secrets masked: URL userinfo (scheme, then user:pw@ ->
+ * scheme, then ***@) and the values of credential headers, to the end of the line. */
+static void scrub(char *dst, size_t n, const char *src) {
+  static const char *const creds[] = {"authorization:", "proxy-authorization:", "cookie:", "set-cookie:",
+                                      "x-api-key:", "x-auth-token:", NULL};
+  size_t o = 0;
+  const char *p = src;
+  while (*p && o + 8 < n) {
+    if (p[0] == ':' && p[1] == '/' && p[2] == '/') {
+      const char *h = p + 3, *e = h + strcspn(h, "/?# \t\r\n\"'<>"), *at = NULL;
+      for (const char *q = h; q < e; q++)
+        if (*q == '@') at = q;
+      if (at) {
+        memcpy(dst + o, "://***", 6);
+        o += 6;
+        p = at;
+        continue;
+      }
+    }
+    if (p == src || !(p[-1] == '-' || (p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= 'A' && p[-1] <= 'Z'))) {
+      int i = 0;
+      while (creds[i] && strncasecmp(p, creds[i], strlen(creds[i])) != 0) i++;
+      if (creds[i]) {
+        size_t k = strlen(creds[i]);
+        if (o + k + 5 >= n) break;
+        memcpy(dst + o, p, k);
+        memcpy(dst + o + k, " ***", 4);
+        o += k + 4;
+        p += k + strcspn(p + k, "\r\n");
+        continue;
+      }
+    }
+    dst[o++] = *p++;
+  }
+  dst[o] = '\0';
+}
+
 void lw_log(lw_ctx *c, int level, const char *who, const char *fmt, ...) {
-  char when[32], msg[1024];
+  char when[32], raw[1024], msg[1100];
   struct timespec ts;
   struct tm tm;
   va_list ap;
@@ -34,8 +72,10 @@ void lw_log(lw_ctx *c, int level, const char *who, const char *fmt, ...) {
   gmtime_r(&ts.tv_sec, &tm);
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vsnprintf(raw, sizeof raw, fmt, ap);
   va_end(ap);
+  scrub(msg, sizeof msg, raw);
+  if (isatty(2)) fputs("\r\33[K", stderr); /* off a progress line being redrawn there */
   fprintf(stderr, "%s.%03ldZ %-5s %s: %s\n", when, ts.tv_nsec / 1000000, levels[level], who ? who : "wsup", msg);
   fflush(stderr);
 }

@@ -210,7 +210,7 @@ static void on_fs_read(uv_fs_t *r) {
     if (!io->closing) free(io);
     return;
   }
-  if (n > 0) io->p->offset += n;
+  if (n > 0 && io->p->offset >= 0) io->p->offset += n;
   got_bytes(io->p, io->chunk, n);
 }
 
@@ -252,6 +252,9 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
   } else if (uv_guess_handle(p->fd) == UV_TTY) {
     if (uv_tty_init(uv, &io->u.tty, p->fd, 1) != 0) return "wsup.lines: cannot read the terminal";
     io->has_handle = 1;
+  } else if (S_ISCHR(sb.st_mode)) {
+    p->is_file = 1; /* /dev/null and other devices epoll cannot watch: read(2) in the thread pool */
+    p->offset = -1;
   } else {
     if (uv_pipe_init(uv, &io->u.pipe, 0) != 0) return "wsup.lines: out of memory";
     io->has_handle = 1;

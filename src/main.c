@@ -71,7 +71,7 @@ static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   host *h = ud;
   (void)t;
   if (st != LUA_OK) {
-    fprintf(stderr, "wsup: %s\n", lua_tostring(L, -1));
+    lw_log(h->c, 0, "script", "%s", lua_tostring(L, -1));
     h->status = 1;
   } else if (nres >= 1 && lua_isinteger(L, -nres)) {
     h->status = (int)lua_tointeger(L, -nres);

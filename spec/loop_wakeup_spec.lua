@@ -1,0 +1,32 @@
+-- The loop must not sleep on work it has just been given. libuv runs due timers at the
+-- start of uv_run(UV_RUN_ONCE), before it polls; when such a timer's callback (libcurl's)
+-- finishes a transfer and queues the waiting task's wake-up, the poll that follows must
+-- not block until some unrelated deadline. Real clock, 127.0.0.1 only.
+local wsup = require "wsup"
+
+describe("loop wake-ups", function()
+  before_each(function()
+    wsup.clock("real")
+  end)
+
+  it("a task resumes as soon as its HTTP request fails in libcurl's timer, not at the next unrelated timer", function()
+    for _ = 1, 3 do
+      local elapsed
+      local unrelated = wsup.after(1500, function() end)
+      wsup.spawn(function()
+        local t0 = wsup.now()
+        -- Let the loop's cached time go stale by a few ms, so libcurl's 1 ms timer is
+        -- already due when uv_run starts and fires before the poll.
+        local c = os.clock()
+        while os.clock() - c < 0.005 do end
+        local res, _, code = wsup.http.request { url = "http://127.0.0.1:99999/" } -- fails at once
+        assert(res == nil and code == "transport")
+        elapsed = wsup.now() - t0
+        unrelated:stop()
+      end)
+      wsup.run(3000)
+      assert.truthy(elapsed, "the request never returned")
+      assert.is_true(elapsed < 500, "the task waited " .. elapsed .. " ms for an unrelated timer")
+    end
+  end)
+end)
