@@ -30,3 +30,31 @@ describe("loop wake-ups", function()
     end
   end)
 end)
+
+describe("loop fairness", function()
+  before_each(function()
+    wsup.clock("real")
+  end)
+
+  it("polls I/O while a task keeps timers always due (wsup.sleep(0) in a loop)", function()
+    local rcv = assert(wsup.receiver { port = 0 })
+    local spins, answered_at, starved = 0, nil, false
+    wsup.spawn(function()
+      local res = wsup.http.request { url = rcv.url .. "/worker/f" }
+      answered_at = spins
+      assert(res and res.status == 200)
+    end)
+    wsup.spawn(function()
+      local t0 = wsup.now()
+      while not answered_at do
+        if wsup.now() - t0 > 1000 then starved = true; break end
+        spins = spins + 1
+        wsup.sleep(0)
+      end
+    end)
+    wsup.run(3000)
+    rcv:close()
+    assert.is_false(starved, "the request was starved by a busy task")
+    assert.truthy(answered_at)
+  end)
+end)

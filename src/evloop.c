@@ -232,9 +232,19 @@ int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
     }
     now = wl_now(l);
     if (deadline >= 0 && now >= deadline) break;
-    if (l->head) run_jobs(l);
-    else if (l->n && l->heap[0]->due <= now) fire_due(l, now);
-    else if (!wait_turn(l, now, deadline)) break;
+    if (l->head || (l->n && l->heap[0]->due <= now)) {
+      /* Work that is always ready (a task sleeping 0 ms in a loop) must not starve
+       * I/O: every few busy turns, poll without blocking. */
+      if (!l->virt && ++l->busy_turns >= 8) {
+        l->busy_turns = 0;
+        run_uv(l, UV_RUN_NOWAIT);
+      }
+      if (l->head) run_jobs(l);
+      else fire_due(l, now);
+    } else {
+      l->busy_turns = 0;
+      if (!wait_turn(l, now, deadline)) break;
+    }
   }
   l->running--;
   return r;

@@ -40,6 +40,7 @@ typedef struct wl_loop {
   uint64_t rng;         /* splitmix64 state for jitter */
   int running;          /* nesting depth of wl_run */
   int in_uv;            /* inside uv_run: a job queued now must end its poll at once */
+  int busy_turns;       /* turns in a row that found work ready without waiting */
   int stop;             /* set by wl_stop: the innermost wl_run returns */
 } wl_loop;
 
