@@ -115,8 +115,9 @@ describe("HTTP sender against the embedded receiver", function()
   end)
 
   it("keeps a reused connection moving after another uploader's refused retries", function()
-    -- regression: a 0 ms libcurl timer fired before libcurl saw it expire, and the
-    -- transfer on a reused keep-alive connection never started.
+    -- regression: work queued from inside libuv's timer phase (libcurl's timer) waited
+    -- for the poll that followed, so a transfer on a reused connection stalled until an
+    -- unrelated deadline (first blamed on the 0 ms timer; the loop wake-up was the cause).
     local ok = uploader { url = rcv.url .. "/worker/k" }
     ok:enqueue { a = 1 }
     assert.is_true(ok:flush(2000))

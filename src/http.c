@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define POOL_MAX 256                /* idle xfers (easy handle + buffers) kept for reuse */
+#define POOL_MAX 4096               /* idle xfers (easy handle + buffers) kept for reuse: a fleet reuses, not re-creates */
 #define POOL_BUF_MAX (64 * 1024)    /* larger buffers are freed, not pooled */
 #define HDR_MAX (256 * 1024)        /* total response header bytes */
 #define BODY_DEFAULT (1024 * 1024)
@@ -204,7 +204,7 @@ static int curl_timer_cb(CURLM *m, long ms, void *ud) {
   (void)m;
   http_client *c = ud;
   if (ms < 0) uv_timer_stop(&c->timer);
-  else uv_timer_start(&c->timer, on_timer, (uint64_t)(ms ? ms : 1), 0); /* as multi-uv.c: 0 may fire before curl sees its timeout expired */
+  else uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0); /* 0: curl wants action now, on this turn */
   return 0;
 }
 
