@@ -36,35 +36,46 @@ describe("loop", function()
       assert.equals(0, wsup.now())
     end)
 
-    -- Both a mode change and a reset of virtual time (clock("virtual") while
-    -- already virtual) are refused while anything is active.
-    it("refuses to switch to real or reset virtual time while a timer is active; allows it after stop", function()
+    -- A mode change is refused while anything is active. clock("virtual") while
+    -- already virtual is always allowed: time restarts at 0, deadlines keep their distance.
+    it("refuses to switch to real while a timer is active; allows it after stop", function()
       local h = keep(wsup.after(100, function() end))
       assert.has_error(function() wsup.clock("real") end)
-      assert.has_error(function() wsup.clock("virtual") end)
       h:stop()
-      assert.has_no.errors(function() wsup.clock("virtual") end)
+      assert.has_no.errors(function() wsup.clock("real") end)
+      wsup.clock("virtual")
     end)
 
-    it("refuses to switch to real or reset virtual time while a task sleeps; allows it once it finished", function()
+    it("refuses to switch to real while a task sleeps; allows it once it finished", function()
       wsup.spawn(function() wsup.sleep(100) end)
       wsup.run(10)
       assert.has_error(function() wsup.clock("real") end)
-      assert.has_error(function() wsup.clock("virtual") end)
       wsup.run()
-      assert.has_no.errors(function() wsup.clock("virtual") end)
+      assert.has_no.errors(function() wsup.clock("real") end)
+      wsup.clock("virtual")
     end)
 
-    it("refuses to switch to real or reset virtual time while an uploader waits in backoff", function()
+    it("refuses to switch to real while an uploader waits in backoff", function()
       local up = wsup.uploader({ base_delay_ms = 100, send = function() return false end })
       ups[#ups + 1] = up
       up:enqueue({ worker_status = "idle" })
       wsup.run(10)
       assert.has_error(function() wsup.clock("real") end)
-      assert.has_error(function() wsup.clock("virtual") end)
       up:close()
       wsup.run()
+      assert.has_no.errors(function() wsup.clock("real") end)
+      wsup.clock("virtual")
+    end)
+
+    it("restarts virtual time at 0 while work is pending, keeping each deadline's distance", function()
+      local fired_at
+      wsup.sleep(300)
+      keep(wsup.after(200, function() fired_at = wsup.now() end))
+      wsup.sleep(50) -- the timer is now 150 ms away
       assert.has_no.errors(function() wsup.clock("virtual") end)
+      assert.equals(0, wsup.now())
+      wsup.run()
+      assert.equals(150, fired_at)
     end)
 
     it("rejects an unknown mode", function()

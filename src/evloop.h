@@ -47,7 +47,9 @@ typedef struct wl_loop {
 int wl_init(wl_loop *l);             /* 0 or a libuv error code */
 void wl_close(wl_loop *l);           /* closes the loop; other modules closed their handles first */
 int64_t wl_now(wl_loop *l);
-int wl_set_virtual(wl_loop *l, int on); /* 0, or -1 when timers or jobs are active; virtual time restarts at 0 */
+/* Switching modes: 0, or -1 while timers or jobs are active. Virtual time restarts at 0;
+ * asking for virtual while virtual does that at any time, deadlines kept relative. */
+int wl_set_virtual(wl_loop *l, int on);
 void wl_seed(wl_loop *l, uint64_t seed);
 double wl_random(wl_loop *l);        /* uniform in [0,1) */
 

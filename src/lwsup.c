@@ -24,7 +24,7 @@ static int l_clock(lua_State *L) {
     static const char *const modes[] = {"real", "virtual", NULL};
     int virt = luaL_checkoption(L, 1, NULL, modes);
     unsigned self = lw_current(c, L) != NULL;
-    if (c->ntasks > self)
+    if (virt != c->loop.virt && c->ntasks > self)
       return luaL_error(L, "wsup.clock: cannot switch while tasks are active");
     if (wl_set_virtual(&c->loop, virt) != 0)
       return luaL_error(L, "wsup.clock: cannot switch while timers are active");
