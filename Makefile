@@ -57,20 +57,36 @@ run: deps all
 
 lint:
 	@# gcc and clang builds (-Werror) into build/lint-*, cppcheck, clang-tidy, luacheck: see scripts/lint.sh.
-	@CPPFLAGS='$(CPPFLAGS)' sh scripts/lint.sh
+	@LINT_CPPFLAGS='$(CPPFLAGS)' sh scripts/lint.sh
 
 # Benchmarks beside the seed (../shared/peer): prints a table, writes bench/results.md and bench/enqueue.png.
 bench: all
 	@sh bench/run.sh
 
+# Fault soak, about 2-3 minutes on 2 cores (see soak/README.md): 200 uploaders x 5000
+# patches against a chaotic wsup.receiver, nginx restarts, and both scaled down under
+# ASan+UBSan+LSan, from a host built with check-asan's sanitizer flags in its own
+# directory. Prints a summary; exits non-zero if a pass condition fails.
+.PHONY: soak
+soak: all
+	@$(MAKE) --no-print-directory B=build/soak/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" build/soak/asan/wsup
+	@sh soak/run.sh
+
 check-asan:
 	@# Own build dir (normal builds in $(B) stay as they are) and gcc, whose libasan/libubsan
 	@# scripts/asan-env.sh preloads into stock lua5.4. float-cast-overflow is not part of
-	@# gcc's "undefined". The suite runs against build/asan: see scripts/asan-env.sh.
+	@# gcc's "undefined". scripts/asan_ubsan_log.c (linked in through LDFLAGS) makes
+	@# libubsan honour UBSAN_OPTIONS=log_path. The suite runs against build/asan: see
+	@# scripts/asan-env.sh.
 	$(MAKE) deps
+	@mkdir -p build/asan
+	@if [ ! build/asan/ubsan_log.o -nt scripts/asan_ubsan_log.c ]; then set -x; \
+	  gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -fPIC -c -o build/asan/ubsan_log.o scripts/asan_ubsan_log.c && \
+	  rm -f build/asan/wsup build/asan/wsup_core.so build/asan/test_*; fi
 	$(MAKE) B=build/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" \
-	  all $(patsubst $(B)/%,build/asan/%,$(TESTS))
+	  LDFLAGS="build/asan/ubsan_log.o $(LDFLAGS)" all $(patsubst $(B)/%,build/asan/%,$(TESTS))
 	ASAN=1 ASAN_CC=gcc B=build/asan sh scripts/test.sh
 
 clean:
@@ -104,3 +120,18 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/wsup $(DESTDIR)$(LUA_CMOD)/wsup_core.so $(DESTDIR)$(MANDIR)/man1/wsup.1
 	rm -f $(addprefix $(DESTDIR)$(LUA_LMOD)/wsup/,$(notdir $(LUA_FILES)))
 	rmdir $(DESTDIR)$(LUA_LMOD)/wsup 2>/dev/null || true
+
+# libFuzzer targets (fuzz/fuzz_*.c), clang only: the core objects are built with coverage
+# and ASan+UBSan into build/fuzz/obj, then fuzz/run.sh links build/fuzz/fuzz_<t> and runs
+# each for FUZZ_SECONDS on fuzz/corpus/<t> (see fuzz/README.md). FUZZ_TARGETS picks some;
+# FUZZ_JOBS runs that many workers per target. Exits non-zero on a crash and names the reproducer.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= coalesce json fold receiver
+FUZZ_JOBS    ?= 1
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+.PHONY: fuzz
+fuzz:
+	@$(MAKE) --no-print-directory B=build/fuzz CC=clang OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)" \
+	  $(CORE_SRC:src/%.c=build/fuzz/obj/%.o)
+	@CPPFLAGS='$(CPPFLAGS)' LIBS='$(LIBS)' FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_JOBS='$(FUZZ_JOBS)' \
+	  sh fuzz/run.sh $(FUZZ_TARGETS)

@@ -18,6 +18,7 @@
 
 B=${B:-build/asan}
 top=$PWD
+case $B in /*) ;; *) B=$top/$B ;; esac
 cc=${ASAN_CC:-gcc} # the compiler that built $B: its runtimes are the ones to preload
 asan_rt=$($cc -print-file-name=libasan.so)
 ubsan_rt=$($cc -print-file-name=libubsan.so)
@@ -31,13 +32,13 @@ done
 # after free, in a FIFO of this size; 256 MB fills during spec/memory_spec.lua's
 # 10^6 enqueues and shows up as RSS growth, which that spec rightly fails.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1\
-:check_initialization_order=1:strict_init_order=1:quarantine_size_mb=16${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+:quarantine_size_mb=16${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$top/scripts/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
-$cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$B/preload.so" scripts/asan_preload.c || exit 2
-reports=$top/$B/reports
-rm -rf "$reports" "$B/root" "$B/bin"
+$cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -shared -fPIC -o "$B/preload.so" scripts/asan_preload.c || exit 2
+reports=$B/reports
+rm -rf "${reports:?}" "${B:?}/root" "${B:?}/bin"
 mkdir -p "$reports" "$B/root" "$B/bin"
 # Real directories holding symlinks to the files (cp -rs), so that paths like
 # examples/spec/../../build/wsup stay inside the shadow too.
@@ -46,16 +47,16 @@ for f in * .busted; do
   [ -e "$f" ] && cp -rs "$top/$f" "$B/root/"
 done
 ln -s .. "$B/root/build"
-export WSUP_BIN="$top/$B/wsup" # examples/spec honours it
+export WSUP_BIN="$B/wsup" # examples/spec honours it
 cat >"$B/bin/lua5.4" <<WRAP
 #!/bin/sh
 # lua5.4 with the sanitizer runtimes preloaded; written by scripts/asan-env.sh.
 export ASAN_OPTIONS="\$ASAN_OPTIONS:log_path=$reports/asan"
 export UBSAN_OPTIONS="\$UBSAN_OPTIONS:log_path=$reports/ubsan"
-LD_PRELOAD="$asan_rt $ubsan_rt $top/$B/preload.so" exec "$real_lua" "\$@"
+LD_PRELOAD="$asan_rt $ubsan_rt $B/preload.so" exec "$real_lua" "\$@"
 WRAP
 chmod +x "$B/bin/lua5.4"
-PATH=$top/$B/bin:$PATH
+PATH=$B/bin:$PATH
 export PATH
 cd "$B/root" || exit 2
 

@@ -16,18 +16,22 @@
  * - dlclose does nothing: lua_close unloads C modules, and LeakSanitizer, which runs
  *   after that, could no longer name the functions of wsup_core.so in its reports.
  */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-/* From libasan (sanitizer/common_interface_defs.h); weak, so this still loads alone. */
-extern void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
+typedef void (*set_death_callback_fn)(void (*)(void));
 
 static void flush_all(void) { fflush(NULL); }
 
 __attribute__((constructor)) static void init(void) {
+  /* __sanitizer_set_death_callback (sanitizer/common_interface_defs.h), looked up so
+   * that this library still loads, and does the rest, without libasan. */
+  set_death_callback_fn set_death_callback;
+  *(void **)&set_death_callback = dlsym(RTLD_DEFAULT, "__sanitizer_set_death_callback");
   unsetenv("LD_PRELOAD");
   atexit(flush_all);
-  if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(flush_all);
+  if (set_death_callback) set_death_callback(flush_all);
 }
 
 int dlclose(void *handle) {

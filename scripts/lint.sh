@@ -1,21 +1,24 @@
 #!/bin/sh
 # Static checks (make lint); exits non-zero on any finding. Runs every step, then
 # prints one line per step and a last line "lint: ok" or "lint: N step(s) failed".
-#   gcc    build/lint-gcc:   make all + C tests with gcc   (CFLAGS: -Wall -Wextra -Werror)
+#   gcc    build/lint-gcc:   make all + C tests with gcc (CFLAGS: -Wall -Wextra -Werror),
+#                            and scripts/*.c with the same warnings
 #   clang  build/lint-clang: the same with clang
 #   cppcheck      src test scripts   (options below, suppressions in scripts/lint/)
 #   clang-tidy    every .c of src test scripts, one process per file (.clang-tidy)
 #   luacheck      lua spec examples bench   (.luacheckrc)
-# Usage: scripts/lint.sh [step...]   (default: all five). CPPFLAGS: the Makefile's
-# (make lint passes them), else derived from pkg-config.
+# Usage: scripts/lint.sh [step...]   (default: all five). LINT_CPPFLAGS: the Makefile's
+# CPPFLAGS (make lint passes them), else derived from pkg-config.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 steps=${*:-gcc clang cppcheck clang-tidy luacheck}
 jobs=$(nproc 2>/dev/null || echo 2)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-: "${CPPFLAGS:=$(pkg-config --cflags lua5.4 libuv libcurl jansson libmicrohttpd libcrypto 2>/dev/null) -Isrc}"
+LINT_CPPFLAGS=${LINT_CPPFLAGS:-"$(pkg-config --cflags lua5.4 libuv libcurl jansson libmicrohttpd libcrypto 2>/dev/null) -Isrc"}
+# shellcheck disable=SC2012 # our file names have no blanks; the lists are split on purpose below
 C_FILES=$(ls src/*.c test/*.c scripts/*.c 2>/dev/null)
+# shellcheck disable=SC2012
 TESTS=$(ls test/test_*.c 2>/dev/null | sed 's|^test/\(.*\)\.c$|\1|')
 failed=0 summary=""
 
@@ -25,12 +28,21 @@ note() { # step status
   [ "$2" = ok ] || failed=$((failed + 1))
 }
 
+# The helpers in scripts/ (make check-asan builds them) get the same warnings.
+scripts_c() { # compiler
+  for f in scripts/*.c; do
+    [ -e "$f" ] || continue
+    "$1" -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fsyntax-only "$f" || return 1
+  done
+}
+
 # -Werror makes any warning an error; -k reports every file, not just the first.
 build() { # compiler
   dir=build/lint-$1
   echo "== $1: make B=$dir CC=$1 (-Wall -Wextra -Werror)"
+  # shellcheck disable=SC2046
   if make -k -s -j"$jobs" B="$dir" CC="$1" all $(for t in $TESTS; do printf '%s ' "$dir/$t"; done) \
-    >"$tmp/$1.log" 2>&1; then
+    >"$tmp/$1.log" 2>&1 && scripts_c "$1" >>"$tmp/$1.log" 2>&1; then
     note "$1" ok
   else
     grep -E 'warning:|error:' "$tmp/$1.log" || cat "$tmp/$1.log"
@@ -50,6 +62,7 @@ run_cppcheck() {
   # invalidLengthModifierError: reads Lua's own format language (lua_pushfstring and
   #   luaL_error take %I, %d, %s, %f, %p, %c, %U, %%) as printf's; real printf-family
   #   calls are checked by the compilers' -Wformat (in -Wall).
+  # shellcheck disable=SC2086
   if cppcheck --std=c11 --enable=warning,style,performance,portability --inline-suppr \
       --error-exitcode=1 --quiet -j"$jobs" \
       -D_GNU_SOURCE -D__BYTE_ORDER__=1234 -D__ORDER_LITTLE_ENDIAN__=1234 -D__SIZEOF_INT128__=16 \
@@ -73,10 +86,10 @@ run_cppcheck() {
 # dropped; anything else clang-tidy prints as warning or error is a finding.
 run_clang_tidy() {
   echo "== clang-tidy"
-  # shellcheck disable=SC2086 # CPPFLAGS is a list of options
+  # shellcheck disable=SC2016,SC2086 # the sh -c script expands its own $1 $2 $3
   printf '%s\n' $C_FILES | xargs -P "$jobs" -I{} sh -c \
     'clang-tidy --quiet "$1" -- -std=c11 -D_GNU_SOURCE $2 -include scripts/lint/lua-noreturn.h >"$3/tidy.$(echo "$1" | tr / _).log" 2>&1' \
-    sh {} "$CPPFLAGS" "$tmp"
+    sh {} "$LINT_CPPFLAGS" "$tmp"
   cat "$tmp"/tidy.*.log >"$tmp/tidy.log"
   # file:line:col: warning|error: message [check] -> keep unless suppressed.
   grep -E '^[^ ]+:[0-9]+:[0-9]+: (warning|error):' "$tmp/tidy.log" | sed "s|^$PWD/||" | sort -u >"$tmp/tidy.found"
@@ -120,12 +133,20 @@ run_luacheck() {
   fi
 }
 
+# A missing tool fails its step (Debian 12: apt-get install clang clang-tidy cppcheck lua-check).
+have() { # step tool
+  command -v "$2" >/dev/null 2>&1 && return 0
+  echo "== $1: $2 is not installed"
+  note "$1" "FAILED ($2 is not installed)"
+  return 1
+}
+
 for s in $steps; do
   case $s in
-    gcc | clang) build "$s" ;;
-    cppcheck) run_cppcheck ;;
-    clang-tidy) run_clang_tidy ;;
-    luacheck) run_luacheck ;;
+    gcc | clang) have "$s" "$s" && build "$s" ;;
+    cppcheck) have "$s" cppcheck && run_cppcheck ;;
+    clang-tidy) have "$s" clang-tidy && run_clang_tidy ;;
+    luacheck) have "$s" luacheck && run_luacheck ;;
     *) echo "lint: unknown step $s"; exit 2 ;;
   esac
 done

@@ -54,7 +54,7 @@ struct lw_prod {
   int64_t offset;
   char *buf;         /* owned: bytes not yet split into lines */
   size_t len, cap, max_line;
-  int skipping, eof, eof_sent;
+  int skipping, eof;
   uint64_t lineno;
   /* signal */
   int signum, pending_signals;
@@ -128,6 +128,7 @@ static void deliver_lines(void *ud) {
   for (;;) {
     char *nl;
     if (!p->active) return;
+    if (start >= p->len) break; /* also: no buffer yet after an empty read */
     nl = memchr(p->buf + start, '\n', p->len - start);
     if (!nl) break;
     p->lineno++;
@@ -145,7 +146,7 @@ static void deliver_lines(void *ud) {
     }
     start = (size_t)(nl - p->buf) + 1;
   }
-  memmove(p->buf, p->buf + start, p->len - start);
+  if (start) memmove(p->buf, p->buf + start, p->len - start);
   p->len -= start;
   if (p->len > p->max_line) { /* an over-long line: drop what we have, report at its end */
     p->skipping = 1;
@@ -451,7 +452,7 @@ static int prod_gc(lua_State *L) {
   return 0;
 }
 
-void lw_stop_producers(lw_ctx *c, lua_State *L) {
+void lw_stop_producers(const lw_ctx *c, lua_State *L) {
   /* Active producers are anchored in the registry: walk it for ours. */
   lua_pushnil(L);
   while (lua_next(L, LUA_REGISTRYINDEX)) {

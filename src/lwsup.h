@@ -92,7 +92,7 @@ void lw_open_producers(lua_State *L);
 void lw_open_log(lua_State *L);
 void lw_open_crypto(lua_State *L);
 
-void lw_stop_producers(lw_ctx *c, lua_State *L);
+void lw_stop_producers(const lw_ctx *c, lua_State *L);
 int lw_signum(const char *name);  /* "int", "SIGTERM", ... -> number; 0 if unknown */
 /* Uploaders with state not delivered: 0 when none; else prints one line each to stderr. */
 int lw_report_undelivered(lw_ctx *c);

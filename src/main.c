@@ -233,7 +233,10 @@ int lw_test(int argc, char **argv) {
   char **args = calloc((size_t)argc + 6, sizeof *args);
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   int k = 0;
-  if (!args || n <= 0) return 1;
+  if (!args || n <= 0) {
+    free(args);
+    return 1;
+  }
   exe[n] = '\0';
   snprintf(dir, sizeof dir, "%s", exe);
   if (strrchr(dir, '/')) *strrchr(dir, '/') = '\0';

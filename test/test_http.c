@@ -73,20 +73,20 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
   if (!strcmp(url, "/echo"))
     return reply(conn, 200, u->p ? u->p : "", u->len, "X-Method", method, "X-Padded", "  padded value  ",
                  "X-Got-Req", hv(conn, "X-Req"), "X-Got-Ctype", hv(conn, "Content-Type"),
-                 "X-Got-Expect", hv(conn, "Expect"), "X-Got-Clen", hv(conn, "Content-Length"), NULL);
-  if (!strcmp(url, "/busy")) return reply(conn, 503, "busy", 4, "Retry-After", "1", NULL);
-  if (!strcmp(url, "/stall")) { usleep(1000 * 1000); return reply(conn, 200, "late", 4, NULL); }
-  if (!strcmp(url, "/redir")) return reply(conn, 302, "", 0, "Location", "/echo", NULL);
+                 "X-Got-Expect", hv(conn, "Expect"), "X-Got-Clen", hv(conn, "Content-Length"), (const char *)NULL);
+  if (!strcmp(url, "/busy")) return reply(conn, 503, "busy", 4, "Retry-After", "1", (const char *)NULL);
+  if (!strcmp(url, "/stall")) { sleep(1); return reply(conn, 200, "late", 4, (const char *)NULL); }
+  if (!strcmp(url, "/redir")) return reply(conn, 302, "", 0, "Location", "/echo", (const char *)NULL);
   if (!strcmp(url, "/big")) {
     static const size_t n = 100000;
     char *b = malloc(n);
     if (!b) return MHD_NO;
     memset(b, 'x', n);
-    enum MHD_Result ok = reply(conn, 200, b, n, NULL);
+    enum MHD_Result ok = reply(conn, 200, b, n, (const char *)NULL);
     free(b);
     return ok;
   }
-  return reply(conn, 404, "", 0, NULL);
+  return reply(conn, 404, "", 0, (const char *)NULL);
 }
 
 static int srv_setup(void **state) {
@@ -482,7 +482,8 @@ static void test_bench_keepalive(void **state) {
   srv *s = *state;
   env e; env_init(&e);
   const char *n = getenv("WSUP_HTTP_BENCH");
-  int total = n ? atoi(n) : 2000;
+  int total = n ? (int)strtol(n, NULL, 10) : 2000;
+  if (total <= 0) total = 2000;
   bench b = { .e = &e, .url = url(&e, s, "/echo"), .left = 100 };
   for (int i = 0; i < 100; i++) bench_next(&b);   /* warm-up: open 100 connections */
   run(&e);

@@ -587,7 +587,7 @@ static void stop_with_parked_request(void **st) {
   j.r = p;
   rcv_delay(j.r, 10000);
   assert_int_equal(pthread_create(&t, NULL, slow_get, &j), 0);
-  while (rcv_requests(j.r) == 0) usleep(1000);
+  while (rcv_requests(j.r) == 0) nanosleep(&(struct timespec){0, 1000000}, NULL);
   t0 = now_ms();
   rcv_stop(j.r);
   pthread_join(t, NULL);
