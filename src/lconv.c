@@ -420,45 +420,14 @@ void lc_push_obj(lua_State *L, const ps_obj *o) {
   lc_push_ps(L, &v);
 }
 
+/* Through the store: one conversion to Lua for both kinds of value. Used for the
+ * receiver's state, which is not on a hot path. */
 void lc_push(lua_State *L, const json_t *v) {
-  luaL_checkstack(L, 3, "JSON too deep");
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: {
-    const char *k;
-    size_t len;
-    json_t *x;
-    lua_createtable(L, 0, (int)json_object_size(v));
-    json_object_keylen_foreach((json_t *)v, k, len, x) {
-      lua_pushlstring(L, k, len);
-      lc_push(L, x);
-      lua_rawset(L, -3);
-    }
+  ps_val x;
+  if (ps_from_json(v, &x) != 0) {
+    luaL_error(L, "out of memory");
     return;
   }
-  case JSON_ARRAY: {
-    size_t n = json_array_size(v);
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-      lc_push(L, json_array_get(v, i));
-      lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    return;
-  }
-  case JSON_STRING:
-    lua_pushlstring(L, json_string_value(v), json_string_length(v));
-    return;
-  case JSON_INTEGER:
-    lua_pushinteger(L, (lua_Integer)json_integer_value(v));
-    return;
-  case JSON_REAL:
-    lua_pushnumber(L, json_real_value(v));
-    return;
-  case JSON_TRUE:
-  case JSON_FALSE:
-    lua_pushboolean(L, json_is_true(v));
-    return;
-  case JSON_NULL:
-    lua_pushlightuserdata(L, NULL);
-    return;
-  }
+  lc_push_ps(L, &x); /* may raise only on memory: then x leaks, as the state would */
+  ps_free(&x);
 }

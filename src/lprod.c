@@ -470,11 +470,5 @@ void lw_open_producers(lua_State *L) {
   static const luaL_Reg meth[] = {{"stop", prod_stop}, {"active", prod_active}, {"__close", prod_stop},
                                   {"__gc", prod_gc}, {"__tostring", prod_tostring}, {NULL, NULL}};
   static const luaL_Reg f[] = {{"lines", l_lines}, {"watch", l_watch}, {"signal", l_signal}, {NULL, NULL}};
-  luaL_newmetatable(L, PROD_MT);
-  luaL_setfuncs(L, meth, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  lua_getfield(L, LUA_REGISTRYINDEX, LW_CTX);
-  luaL_setfuncs(L, f, 1);
+  lw_open_class(L, PROD_MT, meth, f);
 }

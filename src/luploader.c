@@ -442,12 +442,5 @@ void lw_open_uploader(lua_State *L) {
                                   {"pending", up_pending}, {"stats", up_stats}, {"__close", up_close},
                                   {"__gc", up_gc}, {"__tostring", up_tostring}, {NULL, NULL}};
   static const luaL_Reg f[] = {{"uploader", l_uploader}, {NULL, NULL}};
-  luaL_newmetatable(L, UP_MT);
-  lua_pushvalue(L, -1);
-  luaL_setfuncs(L, meth, 1); /* each method gets the metatable as upvalue */
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  lua_getfield(L, LUA_REGISTRYINDEX, LW_CTX);
-  luaL_setfuncs(L, f, 1);
+  lw_open_class(L, UP_MT, meth, f);
 }

@@ -131,18 +131,23 @@ static int timer_gc(lua_State *L) {
   return 0;
 }
 
-void lw_open_timers(lua_State *L) {
-  static const luaL_Reg meth[] = {{"stop", timer_stop}, {"active", timer_active}, {"__close", timer_stop},
-                                  {"__gc", timer_gc}, {"__tostring", timer_tostring}, {NULL, NULL}};
-  static const luaL_Reg f[] = {{"after", l_after}, {"every", l_every}, {"clock", l_clock},
-                               {"now", l_now}, {"time_us", l_time_us}, {"isatty", l_isatty}, {"randomseed", l_randomseed}, {NULL, NULL}};
-  luaL_newmetatable(L, TIMER_MT);
-  luaL_setfuncs(L, meth, 0);
+void lw_open_class(lua_State *L, const char *mt, const luaL_Reg *meth, const luaL_Reg *f) {
+  luaL_newmetatable(L, mt);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meth, 1); /* methods get the metatable as upvalue, for fast checks */
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_getfield(L, LUA_REGISTRYINDEX, LW_CTX);
   luaL_setfuncs(L, f, 1);
+}
+
+void lw_open_timers(lua_State *L) {
+  static const luaL_Reg meth[] = {{"stop", timer_stop}, {"active", timer_active}, {"__close", timer_stop},
+                                  {"__gc", timer_gc}, {"__tostring", timer_tostring}, {NULL, NULL}};
+  static const luaL_Reg f[] = {{"after", l_after}, {"every", l_every}, {"clock", l_clock},
+                               {"now", l_now}, {"time_us", l_time_us}, {"isatty", l_isatty}, {"randomseed", l_randomseed}, {NULL, NULL}};
+  lw_open_class(L, TIMER_MT, meth, f);
 }
 
 static int ctx_gc(lua_State *L) {

@@ -82,6 +82,10 @@ void lc_push(lua_State *L, const json_t *v);     /* jansson value -> a fresh Lua
 
 int64_t lw_checkms(lua_State *L, int idx); /* a non-negative duration in ms */
 
+/* Registers metatable mt (methods, __index = itself) and adds f to the module table at
+ * the top, with the context as upvalue. */
+void lw_open_class(lua_State *L, const char *mt, const luaL_Reg *meth, const luaL_Reg *f);
+
 /* Each adds its functions to the module table at the top, with the context as upvalue. */
 void lw_open_tasks(lua_State *L);
 void lw_open_timers(lua_State *L);
