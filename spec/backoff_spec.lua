@@ -1,26 +1,17 @@
 -- Failure handling: the retry schedule, jitter, retry-after hints, errors raised
 -- in send, "drop", and absorbing pending patches into a retry.
 local wsup = require "wsup"
+local harness = require "support.harness"
 
--- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
-local HOUR = 3600 * 1000
+local HOUR = harness.HOUR
 
 describe("retry", function()
-  local ups
+  local H = harness.new()
+  local track = H.track
 
-  -- An uploader whose send records (patch, time) and answers with
+  -- scripted(opts, reply): an uploader whose send records (patch, time) and answers with
   -- reply(n, patch) (n = attempt number, from 1). Extra results are passed through.
-  local function scripted(opts, reply)
-    local sent = {}
-    opts = opts or {}
-    opts.send = function(patch)
-      sent[#sent + 1] = { patch = patch, t = wsup.now() }
-      return reply(#sent, patch)
-    end
-    local up = wsup.uploader(opts)
-    ups[#ups + 1] = up
-    return up, sent
-  end
+  local scripted = H.recorder
 
   local function times(sent)
     local t = {}
@@ -30,15 +21,8 @@ describe("retry", function()
 
   local function always_fail() return false end
 
-  before_each(function()
-    wsup.clock("virtual")
-    ups = {}
-  end)
-
-  after_each(function()
-    for _, up in ipairs(ups) do up:close() end
-    wsup.run(HOUR)
-  end)
+  before_each(H.before)
+  after_each(H.after)
 
   describe("schedule", function()
     it("doubles from base_delay_ms and caps at max_delay_ms (attempts at 0,100,300,700,1500,2500)", function()
@@ -65,7 +49,7 @@ describe("retry", function()
           return #sent >= 3
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "idle" })
       wsup.run(HOUR)
       -- fails at 50 -> retry at 150; fails at 200 -> retry at 200 + 200 = 400
@@ -218,7 +202,7 @@ describe("retry", function()
           return true
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "idle" })
       wsup.run(HOUR)
       assert.equals(2, calls)
@@ -283,7 +267,7 @@ io.write(tostring(up:flush(10000)), " ", n)
         on_error = function() errs = errs + 1 end,
         send = function() error("always") end,
       })
-      ups[#ups + 1] = bad
+      track(bad)
       local good, sent = scripted({}, function() return true end)
       bad:enqueue({ worker_status = "x" })
       local h = wsup.every(100, function() ticks = ticks + 1 end)
@@ -322,7 +306,7 @@ io.write(tostring(up:flush(10000)), " ", n)
           return true
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "a" })
       wsup.run(10)
       up:enqueue({ worker_status = "b" })
@@ -358,7 +342,7 @@ io.write(tostring(up:flush(10000)), " ", n)
           return #sent > 1
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "a", internal_metadata = { i = 1 } })
       wsup.run(10)
       up:enqueue({ worker_status = "b", internal_metadata = { j = 2 } })

@@ -1,40 +1,19 @@
 -- Coalescing: what one request carries when several patches are enqueued,
 -- and the "1 in flight + 1 pending" bound.
 local wsup = require "wsup"
-
--- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
-local HOUR = 3600 * 1000
 local cjson = require "cjson"
+local harness = require "support.harness"
+
+local HOUR = harness.HOUR
 
 describe("coalescing", function()
-  local ups, handles
+  -- recorder(opts, reply, hold_ms): an uploader whose send records (patch, json, time);
+  -- `reply(n, patch)` picks the send result (default: delivered). `hold_ms` makes each send take that long.
+  local H = harness.new()
+  local recorder, track, keep = H.recorder, H.track, H.keep
 
-  -- An uploader whose send records (patch, json, time); `reply(n, patch)` picks
-  -- the send result (default: delivered). `hold_ms` makes each send take that long.
-  local function recorder(opts, reply, hold_ms)
-    local sent = {}
-    opts = opts or {}
-    opts.send = function(patch, json)
-      sent[#sent + 1] = { patch = patch, json = json, t = wsup.now() }
-      if hold_ms then wsup.sleep(hold_ms) end
-      if reply then return reply(#sent, patch) end
-      return true
-    end
-    local up = wsup.uploader(opts)
-    ups[#ups + 1] = up
-    return up, sent
-  end
-
-  before_each(function()
-    wsup.clock("virtual")
-    ups, handles = {}, {}
-  end)
-
-  after_each(function()
-    for _, h in ipairs(handles) do h:stop() end
-    for _, up in ipairs(ups) do up:close() end
-    wsup.run(HOUR)
-  end)
+  before_each(H.before)
+  after_each(H.after)
 
   describe("a synchronous burst", function()
     it("does not call send inside enqueue", function()
@@ -262,14 +241,14 @@ describe("coalescing", function()
         end,
         base_delay_ms = 10, jitter_ms = 5,
       })
-      ups[#ups + 1] = up
+      track(up)
       local i = 0
-      handles[#handles + 1] = wsup.every(7, function()
+      keep(wsup.every(7, function()
         i = i + 1
         up:enqueue({ worker_status = "s" .. i, external_metadata = { ["k" .. i % 5] = i } })
-      end)
+      end))
       wsup.run(2000)
-      table.remove(handles):stop()
+      table.remove(H.handles):stop()
       assert.is_true(up:flush(HOUR))
       assert.is_true(calls > 10)
       assert.equals(1, max_running)
@@ -287,7 +266,7 @@ describe("coalescing", function()
           return true
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "first" })
       assert.is_true(up:flush(HOUR))
       assert.same({ { worker_status = "first" }, { worker_status = "from-send" } }, sent)

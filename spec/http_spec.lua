@@ -1,6 +1,7 @@
 -- The built-in HTTP sender and wsup.http.request, against the embedded receiver
 -- and against Debian's nginx, all on 127.0.0.1 and on the real clock.
 local wsup = require "wsup"
+local harness = require "support.harness"
 
 local function free_port()
   local r = assert(wsup.receiver { port = 0 })
@@ -10,22 +11,17 @@ local function free_port()
 end
 
 describe("HTTP sender against the embedded receiver", function()
-  local rcv, ups
+  local H = harness.new { clock = "real", drain_ms = 2000 }
+  local rcv
   before_each(function()
-    wsup.clock("real")
+    H.before()
     rcv = assert(wsup.receiver { port = 0 })
-    ups = {}
   end)
   after_each(function()
-    for _, up in ipairs(ups) do up:close() end
-    wsup.run(2000)
+    H.after()
     rcv:close()
   end)
-  local function uploader(opts)
-    local up = wsup.uploader(opts)
-    ups[#ups + 1] = up
-    return up
-  end
+  local function uploader(opts) return H.track(wsup.uploader(opts)) end
 
   it("PUTs the coalesced patch as JSON, and the server ends with the exact state", function()
     local up = uploader { url = rcv.url .. "/worker/a" }

@@ -1,29 +1,13 @@
 -- Construction options, close(), flush() and stats().
 local wsup = require "wsup"
+local harness = require "support.harness"
 
--- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
-local HOUR = 3600 * 1000
+local HOUR = harness.HOUR
 
 describe("uploader lifecycle", function()
-  local ups, handles
-
-  local function track(up)
-    ups[#ups + 1] = up
-    return up
-  end
-
-  -- send that records patches, takes hold_ms, answers reply(n) (default true)
-  local function recorder(opts, reply, hold_ms)
-    local sent = {}
-    opts = opts or {}
-    opts.send = function(patch)
-      sent[#sent + 1] = { patch = patch, t = wsup.now() }
-      if hold_ms then wsup.sleep(hold_ms) end
-      if reply then return reply(#sent) end
-      return true
-    end
-    return track(wsup.uploader(opts)), sent
-  end
+  -- recorder(opts, reply, hold_ms): send that records patches, takes hold_ms, answers reply(n) (default true)
+  local H = harness.new()
+  local recorder, track, keep = H.recorder, H.track, H.keep
 
   local function error_of(fn, ...)
     local ok, err = pcall(fn, ...)
@@ -31,16 +15,8 @@ describe("uploader lifecycle", function()
     return tostring(err)
   end
 
-  before_each(function()
-    wsup.clock("virtual")
-    ups, handles = {}, {}
-  end)
-
-  after_each(function()
-    for _, h in ipairs(handles) do h:stop() end
-    for _, up in ipairs(ups) do up:close() end
-    wsup.run(HOUR)
-  end)
+  before_each(H.before)
+  after_each(H.after)
 
   describe("options", function()
     local function ok_send() return true end
@@ -267,7 +243,7 @@ describe("uploader lifecycle", function()
     it("returns false when the uploader is closed while flush waits outside a task", function()
       local up = recorder({ base_delay_ms = 100, jitter_ms = 0 }, function() return false end)
       up:enqueue({ worker_status = "a" })
-      handles[#handles + 1] = wsup.after(450, function() up:close() end)
+      keep(wsup.after(450, function() up:close() end))
       assert.is_false(up:flush())
       local now = wsup.now()
       assert.is_true(now >= 450 and now < 700, "flush returned at " .. now)
@@ -277,7 +253,7 @@ describe("uploader lifecycle", function()
       local up = recorder(nil, nil, 300)
       local ticks, result, at = 0, nil, nil
       local h = wsup.every(10, function() ticks = ticks + 1 end)
-      handles[#handles + 1] = h
+      keep(h)
       wsup.spawn(function()
         up:enqueue({ worker_status = "a" })
         result = up:flush()
@@ -298,7 +274,7 @@ describe("uploader lifecycle", function()
         result = up:flush()
         at = wsup.now()
       end)
-      handles[#handles + 1] = wsup.after(450, function() up:close() end)
+      keep(wsup.after(450, function() up:close() end))
       wsup.run(HOUR)
       assert.is_false(result)
       assert.is_true(at >= 450 and at < 700, "flush returned at " .. tostring(at))

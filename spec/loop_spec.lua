@@ -1,27 +1,13 @@
 -- The event loop API: clock, now, after, every, spawn, sleep, run.
 local wsup = require "wsup"
-
--- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
-local HOUR = 3600 * 1000
+local harness = require "support.harness"
 
 describe("loop", function()
-  local ups, handles
+  local H = harness.new()
+  local track, keep = H.track, H.keep
 
-  local function keep(h)
-    handles[#handles + 1] = h
-    return h
-  end
-
-  before_each(function()
-    wsup.clock("virtual")
-    ups, handles = {}, {}
-  end)
-
-  after_each(function()
-    for _, h in ipairs(handles) do h:stop() end
-    for _, up in ipairs(ups) do up:close() end
-    wsup.run(HOUR)
-  end)
+  before_each(H.before)
+  after_each(H.after)
 
   describe("clock", function()
     it("reports the current mode", function()
@@ -57,7 +43,7 @@ describe("loop", function()
 
     it("refuses to switch to real while an uploader waits in backoff", function()
       local up = wsup.uploader({ base_delay_ms = 100, send = function() return false end })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "idle" })
       wsup.run(10)
       assert.has_error(function() wsup.clock("real") end)
@@ -264,7 +250,7 @@ describe("loop", function()
           return attempts >= 3
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "idle" })
       wsup.run()
       assert.equals(3, attempts)
@@ -283,7 +269,7 @@ describe("loop", function()
           return true
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "idle" })
       wsup.run(105)
       assert.equals(100, done_at)
@@ -300,7 +286,7 @@ describe("loop", function()
             return true
           end,
         })
-        ups[#ups + 1] = up
+        track(up)
         return up
       end
       local a, b = slow("a"), slow("b")

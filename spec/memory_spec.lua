@@ -1,9 +1,7 @@
 -- Memory stays flat: 10^6 enqueues into an uploader whose every send fails
 -- (alternately returning false and raising), in virtual time.
 local wsup = require "wsup"
-
--- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
-local HOUR = 3600 * 1000
+local harness = require "support.harness"
 
 local function rss_kib()
   local f = assert(io.open("/proc/self/status", "r"))
@@ -18,21 +16,14 @@ local function settle()
 end
 
 describe("memory", function()
-  local up
+  local H = harness.new()
 
-  before_each(function()
-    wsup.clock("virtual")
-  end)
-
-  after_each(function()
-    if up then up:close() end
-    up = nil
-    wsup.run(HOUR)
-  end)
+  before_each(H.before)
+  after_each(H.after)
 
   it("stays flat over 10^6 enqueues while every send fails (Lua heap and RSS)", function()
     local calls, errors, bad_args = 0, 0, 0
-    up = wsup.uploader({
+    local up = H.track(wsup.uploader({
       base_delay_ms = 1, max_delay_ms = 4, jitter_ms = 2,
       on_error = function() errors = errors + 1 end,
       send = function(patch, json)
@@ -41,7 +32,7 @@ describe("memory", function()
         if calls % 2 == 0 then error("send failed #" .. calls) end
         return false
       end,
-    })
+    }))
 
     local N, STEP = 1000000, 100
     local lua_kib, rss = {}, {}
@@ -74,7 +65,9 @@ describe("memory", function()
     assert.is_true(lua_growth < 1024,
       ("Lua heap grew %.0f KiB (%.0f -> %.0f) between 10^5 and 10^6 enqueues")
         :format(lua_growth, lua_kib[1], lua_kib[2]))
-    assert.is_true(rss_growth < 4096,
+    -- 8 MiB over 9 * 10^5 enqueues is under 10 bytes each: any per-enqueue leak (the
+    -- smallest allocation is 16 bytes) fails; allocator noise under load does not.
+    assert.is_true(rss_growth < 8192,
       ("RSS grew %d KiB (%d -> %d) between 10^5 and 10^6 enqueues"):format(rss_growth, rss[1], rss[2]))
   end)
 end)

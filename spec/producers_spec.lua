@@ -3,6 +3,7 @@
 -- stdin, descriptors, signals and error reports are checked through build/wsup.
 local wsup = require "wsup"
 local cli = require "support.cli"
+local harness = require "support.harness"
 
 local WSUP = cli.WSUP
 
@@ -14,23 +15,15 @@ local function run_until(pred, ms)
 end
 
 describe("producers", function()
-  local handles
+  local H = harness.new { clock = "real", drain_ms = 50 }
+  local keep = H.keep
 
-  before_each(function()
-    wsup.clock("real")
-    handles = {}
-  end)
+  before_each(H.before)
 
   after_each(function()
-    for _, h in ipairs(handles) do h:stop() end
-    wsup.run(50)
+    H.after()
     cli.cleanup()
   end)
-
-  local function keep(h)
-    handles[#handles + 1] = h
-    return h
-  end
 
   -- Collects fn's calls: each is { line, why } ({ nil } at EOF).
   local function collector()

@@ -2,25 +2,12 @@
 -- Everything binds to 127.0.0.1; every wait is bounded, so a broken build fails instead of hanging.
 local wsup = require "wsup"
 local cjson = require "cjson"
+local cli = require "support.cli"
 
-local WSUP = "build/wsup"
+local WSUP = cli.WSUP
 local BIG = 123456789012345678
 
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local sleep, slurp, spit = cli.sleep, cli.slurp, cli.spit
 
 -- Polls fn every 50 ms for up to secs seconds; returns its first truthy result or fails.
 local function wait_for(what, fn, secs)

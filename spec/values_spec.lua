@@ -1,25 +1,14 @@
 -- Values: what reaches send (table and JSON text), exactness of numbers,
 -- string escaping, rejection of bad input, and snapshotting at enqueue.
 local wsup = require "wsup"
-
--- Bound for loop runs in virtual time, so that a broken implementation fails instead of hanging.
-local HOUR = 3600 * 1000
 local cjson = require "cjson"
+local harness = require "support.harness"
+
+local HOUR = harness.HOUR
 
 describe("values", function()
-  local ups
-
-  local function recorder(opts)
-    local sent = {}
-    opts = opts or {}
-    opts.send = function(patch, json)
-      sent[#sent + 1] = { patch = patch, json = json }
-      return true
-    end
-    local up = wsup.uploader(opts)
-    ups[#ups + 1] = up
-    return up, sent
-  end
+  local H = harness.new()
+  local recorder, track = H.recorder, H.track
 
   -- Send one patch and return what send received.
   local function roundtrip(patch)
@@ -35,15 +24,8 @@ describe("values", function()
     return json:match('"' .. key .. '"%s*:%s*(%-?[%d%.eE%+%-]+)')
   end
 
-  before_each(function()
-    wsup.clock("virtual")
-    ups = {}
-  end)
-
-  after_each(function()
-    for _, up in ipairs(ups) do up:close() end
-    wsup.run(HOUR)
-  end)
+  before_each(H.before)
+  after_each(H.after)
 
   it("wsup.null is cjson.null", function()
     assert.equals(cjson.null, wsup.null)
@@ -198,7 +180,7 @@ describe("values", function()
           return true
         end,
       })
-      ups[#ups + 1] = up
+      track(up)
       up:enqueue({ worker_status = "first" })
       wsup.run(10)
       local md = { a = 1 }

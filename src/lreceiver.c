@@ -4,7 +4,11 @@
  * The receiver serves from libmicrohttpd's own thread and never calls into Lua or the
  * wsup loop: an open receiver is not loop work, and wsup.run() does not wait for it.
  * Once closed, the server and its data are gone: url, port and tostring still answer,
- * every method but close raises "receiver is closed". */
+ * every method but close raises "receiver is closed".
+ *
+ * r:chaos{...} is receiver.c's rcv_chaos: probabilistic failures, delays and dropped
+ * connections for PUTs. A dropped request is not applied unless it is a
+ * drop_after_apply one (applied, then the connection closed without an answer). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -51,14 +55,14 @@ static rcv *openrcv(lua_State *L) {
   return w->r;
 }
 
-static void check_opt_names(lua_State *L) {
-  static const char *const known[] = {"host", "port", "max_body", "merge_keys", NULL};
+/* Raises unless every key of the table at idx is one of known. */
+static void check_opt_names(lua_State *L, int idx, const char *const *known, const char *who) {
   lua_pushnil(L);
-  while (lua_next(L, 1)) {
+  while (lua_next(L, idx)) {
     int i = 0;
-    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "wsup.receiver: option names must be strings");
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "%s: option names must be strings", who);
     while (known[i] && strcmp(known[i], lua_tostring(L, -2)) != 0) i++;
-    if (!known[i]) luaL_error(L, "wsup.receiver: unknown option '%s'", lua_tostring(L, -2));
+    if (!known[i]) luaL_error(L, "%s: unknown option '%s'", who, lua_tostring(L, -2));
     lua_pop(L, 1);
   }
 }
@@ -103,6 +107,7 @@ static void opt_keys(lua_State *L, rcv_opts *o) {
 }
 
 static int l_receiver(lua_State *L) {
+  static const char *const known[] = {"host", "port", "max_body", "merge_keys", NULL};
   rcv_opts o = {0};
   char err[256];
   lw_rcv *w;
@@ -112,7 +117,7 @@ static int l_receiver(lua_State *L) {
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  check_opt_names(L);
+  check_opt_names(L, 1, known, "wsup.receiver");
   if (lua_getfield(L, 1, "host") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TSTRING || check_host(lua_tostring(L, -1)) != 0)
       return luaL_error(L, "wsup.receiver: option 'host' must be a numeric IPv4 or IPv6 address");
@@ -182,12 +187,18 @@ static int rv_stats(lua_State *L) {
   rcv *r = openrcv(L);
   int statuses[RV_STATUSES];
   unsigned long counts[RV_STATUSES];
-  unsigned long requests = rcv_requests(r);
+  unsigned long applied, requests = rcv_requests(r), dropped = rcv_dropped(r, &applied);
   size_t n = rcv_stats(r, statuses, counts, RV_STATUSES);
   if (n > RV_STATUSES) n = RV_STATUSES;
-  lua_createtable(L, 0, (int)n + 1);
+  lua_createtable(L, 0, (int)n + 3);
   lua_pushinteger(L, (lua_Integer)requests);
   lua_setfield(L, -2, "requests");
+  if (dropped) { /* only once there were some, like the statuses */
+    lua_pushinteger(L, (lua_Integer)dropped);
+    lua_setfield(L, -2, "dropped");
+    lua_pushinteger(L, (lua_Integer)applied);
+    lua_setfield(L, -2, "dropped_applied");
+  }
   for (size_t i = 0; i < n; i++) {
     lua_pushinteger(L, (lua_Integer)counts[i]);
     lua_rawseti(L, -2, statuses[i]);
@@ -195,30 +206,148 @@ static int rv_stats(lua_State *L) {
   return 1;
 }
 
+/* The Retry-After text of the value at idx (whole seconds or header text) into *ra (buf
+ * for a number; NULL for nil). Returns NULL, or why the value is bad. */
+static const char *retry_text(lua_State *L, int idx, char *buf, size_t n, const char **ra) {
+  static const char *const type_msg = "must be a non-negative integer (seconds) or a string";
+  *ra = NULL;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer s = lua_tointegerx(L, idx, &isint);
+    if (!isint || s < 0) return type_msg;
+    snprintf(buf, n, "%lld", (long long)s);
+    *ra = buf;
+  } else if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *t = lua_tolstring(L, idx, &len);
+    if (len > RV_RETRY_MAX) return "is longer than 63 bytes";
+    for (size_t i = 0; i < len; i++)
+      if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f) return "has a control character";
+    *ra = t;
+  } else if (!lua_isnoneornil(L, idx)) {
+    return type_msg;
+  }
+  return NULL;
+}
+
 /* r:fail(n, status [, retry_after]): retry_after is whole seconds or header text. */
 static int rv_fail(lua_State *L) {
   rcv *r = openrcv(L);
   lua_Integer n = luaL_checkinteger(L, 2), status = luaL_checkinteger(L, 3);
   char retry[RV_RETRY_MAX + 1];
-  const char *ra = NULL;
+  const char *ra, *why;
   luaL_argcheck(L, n >= 0, 2, "count must be a non-negative integer");
   luaL_argcheck(L, status >= 100 && status <= 999, 3, "status must be in 100..999");
-  if (lua_type(L, 4) == LUA_TNUMBER) {
-    int isint;
-    lua_Integer s = lua_tointegerx(L, 4, &isint);
-    luaL_argcheck(L, isint && s >= 0, 4, "retry_after must be a non-negative integer (seconds) or a string");
-    snprintf(retry, sizeof retry, "%lld", (long long)s);
-    ra = retry;
-  } else if (lua_type(L, 4) == LUA_TSTRING) {
-    size_t len;
-    ra = lua_tolstring(L, 4, &len);
-    luaL_argcheck(L, len <= RV_RETRY_MAX, 4, "retry_after is longer than 63 bytes");
-    for (size_t i = 0; i < len; i++)
-      luaL_argcheck(L, (unsigned char)ra[i] >= 0x20 && ra[i] != 0x7f, 4, "retry_after has a control character");
-  } else if (!lua_isnoneornil(L, 4)) {
-    luaL_argerror(L, 4, "retry_after must be a non-negative integer (seconds) or a string");
-  }
+  if ((why = retry_text(L, 4, retry, sizeof retry, &ra)) != NULL)
+    luaL_argerror(L, 4, lua_pushfstring(L, "retry_after %s", why));
   rcv_fail(r, n > INT_MAX ? INT_MAX : (int)n, (int)status, ra);
+  return 0;
+}
+
+#define CHAOS_WHO "receiver:chaos"
+
+/* A probability option of the chaos table (arg 2) in [0, 1], def when absent. */
+static double opt_prob(lua_State *L, const char *name, double def) {
+  double v = def;
+  if (lua_getfield(L, 2, name) != LUA_TNIL) {
+    v = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || !(v >= 0 && v <= 1))
+      luaL_error(L, CHAOS_WHO ": option '%s' must be a probability (a number in 0..1)", name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* A non-negative integer of ms in [0, INT_MAX] at idx; raises naming what. */
+static int chaos_ms(lua_State *L, int idx, const char *what) {
+  int isint;
+  lua_Integer v = lua_tointegerx(L, idx, &isint);
+  if (lua_type(L, idx) != LUA_TNUMBER || !isint || v < 0 || v > INT_MAX)
+    luaL_error(L, CHAOS_WHO ": %s must be a non-negative integer (ms)", what);
+  return (int)v;
+}
+
+/* delay_ms = N or {LO, HI} (uniform). */
+static void opt_delay(lua_State *L, rcv_chaos_opts *o) {
+  int t = lua_getfield(L, 2, "delay_ms");
+  if (t == LUA_TNUMBER) {
+    o->delay_min_ms = o->delay_max_ms = chaos_ms(L, -1, "option 'delay_ms'");
+  } else if (t == LUA_TTABLE) {
+    if (luaL_len(L, -1) != 2) luaL_error(L, CHAOS_WHO ": option 'delay_ms' must be N or {LO, HI}");
+    lua_rawgeti(L, -1, 1);
+    lua_rawgeti(L, -2, 2);
+    o->delay_min_ms = chaos_ms(L, -2, "option 'delay_ms' LO");
+    o->delay_max_ms = chaos_ms(L, -1, "option 'delay_ms' HI");
+    if (o->delay_max_ms < o->delay_min_ms) luaL_error(L, CHAOS_WHO ": option 'delay_ms' must have LO <= HI");
+    lua_pop(L, 2);
+  } else if (t != LUA_TNIL) {
+    luaL_error(L, CHAOS_WHO ": option 'delay_ms' must be N or {LO, HI}");
+  }
+  lua_pop(L, 1);
+}
+
+/* statuses = {S, ...} into st (RCV_CHAOS_STATUSES slots). */
+static void opt_statuses(lua_State *L, rcv_chaos_opts *o, int *st) {
+  lua_Integer n = 0;
+  int t = lua_getfield(L, 2, "statuses");
+  if (t != LUA_TNIL) {
+    if (t == LUA_TTABLE) n = luaL_len(L, -1);
+    if (n < 1 || n > RCV_CHAOS_STATUSES)
+      luaL_error(L, CHAOS_WHO ": option 'statuses' must be a list of 1..%d statuses", RCV_CHAOS_STATUSES);
+    for (lua_Integer i = 1; i <= n; i++) {
+      int isint;
+      lua_Integer s;
+      lua_rawgeti(L, -1, i);
+      s = lua_tointegerx(L, -1, &isint);
+      if (lua_type(L, -1) != LUA_TNUMBER || !isint || s < 100 || s > 999)
+        luaL_error(L, CHAOS_WHO ": option 'statuses' must hold statuses in 100..999");
+      st[i - 1] = (int)s;
+      lua_pop(L, 1);
+    }
+    o->statuses = st;
+    o->n_statuses = (size_t)n;
+  }
+  lua_pop(L, 1);
+}
+
+/* r:chaos{fail=, statuses=, retry_after=, retry_after_value=, delay_ms=, drop=,
+ * drop_after_apply=, seed=} turns chaos on (every call reseeds); r:chaos(nil) turns it off. */
+static int rv_chaos(lua_State *L) {
+  static const char *const known[] = {"fail", "statuses", "retry_after", "retry_after_value", "delay_ms",
+                                      "drop", "drop_after_apply", "seed", NULL};
+  rcv *r = openrcv(L);
+  rcv_chaos_opts o = {0};
+  int st[RCV_CHAOS_STATUSES];
+  char retry[RV_RETRY_MAX + 1];
+  int has_value;
+  const char *why;
+  if (lua_isnoneornil(L, 2)) {
+    rcv_chaos(r, NULL);
+    return 0;
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  check_opt_names(L, 2, known, CHAOS_WHO);
+  o.fail = opt_prob(L, "fail", 0);
+  o.drop = opt_prob(L, "drop", 0);
+  o.drop_after_apply = opt_prob(L, "drop_after_apply", 0);
+  if (o.fail + o.drop + o.drop_after_apply > 1.0 + 1e-9)
+    luaL_error(L, CHAOS_WHO ": fail + drop + drop_after_apply must be at most 1");
+  has_value = lua_getfield(L, 2, "retry_after_value") != LUA_TNIL; /* stays on the stack: o borrows it */
+  if ((why = retry_text(L, -1, retry, sizeof retry, &o.retry_after_value)) != NULL)
+    luaL_error(L, CHAOS_WHO ": option 'retry_after_value' %s", why);
+  o.retry_after = opt_prob(L, "retry_after", has_value ? 1 : 0);
+  opt_statuses(L, &o, st);
+  opt_delay(L, &o);
+  if (lua_getfield(L, 2, "seed") != LUA_TNIL) {
+    int isint;
+    lua_Integer seed = lua_tointegerx(L, -1, &isint);
+    if (lua_type(L, -1) != LUA_TNUMBER || !isint)
+      luaL_error(L, CHAOS_WHO ": option 'seed' must be an integer");
+    o.seed = (uint64_t)seed;
+  }
+  lua_pop(L, 1);
+  if (rcv_chaos(r, &o) != 0) luaL_error(L, CHAOS_WHO ": bad options"); /* checked above: not reached */
   return 0;
 }
 
@@ -248,7 +377,8 @@ void lw_open_receiver(lua_State *L) {
   static const luaL_Reg meta[] = {{"__gc", rv_close}, {"__close", rv_close}, {"__tostring", rv_tostring},
                                   {NULL, NULL}};
   static const luaL_Reg meth[] = {{"state", rv_state}, {"stats", rv_stats}, {"fail", rv_fail},
-                                  {"delay", rv_delay}, {"close", rv_close}, {NULL, NULL}};
+                                  {"delay", rv_delay}, {"chaos", rv_chaos}, {"close", rv_close},
+                                  {NULL, NULL}};
   luaL_newmetatable(L, RV_MT);
   luaL_setfuncs(L, meta, 0);
   luaL_newlib(L, meth);

@@ -4,7 +4,9 @@
  * threads also touch sits behind rcv.mu. Stored states are immutable snapshots (a
  * PUT folds into a fresh copy and swaps it in), so a response or the log hook can
  * hold one without the lock. A delayed response parks its connection with
- * MHD_suspend_connection; a timer thread resumes it when due.
+ * MHD_suspend_connection; a timer thread resumes it when due. A chaos drop answers
+ * MHD_NO from on_access once the body is read (after any delay): libmicrohttpd then
+ * closes the connection without writing a byte and still calls on_completed.
  */
 #include "receiver.h"
 
@@ -35,9 +37,25 @@ struct req {
   char *buf;                   /* owned body bytes, never more than max_body */
   size_t len;
   bool want_body, too_big, waited;
-  int status;                  /* 0 until the outcome is decided */
+  bool decided, drop;          /* drop: close without a response */
+  int status;                  /* the outcome's status once decided */
+  int delay_ms;                /* chaos delay of this request */
   struct MHD_Response *resp;   /* owned until queued */
 };
+
+/* rcv_chaos's settings and its PRNG state. */
+struct chaos {
+  bool on;
+  double fail, drop, drop_applied, retry_p;
+  int statuses[RCV_CHAOS_STATUSES];
+  size_t nstatuses;
+  char retry[64];
+  int delay_lo, delay_hi;
+  uint64_t rng;
+};
+
+/* What a chaos roll makes of a PUT. */
+enum chaos_act { CHAOS_NONE, CHAOS_FAIL, CHAOS_DROP, CHAOS_DROP_APPLIED };
 
 struct rcv {
   struct MHD_Daemon *d;
@@ -49,7 +67,8 @@ struct rcv {
   struct req *parked;          /* suspended connections awaiting their delay */
   int delay_ms, fail_n, fail_status;
   char fail_retry[64];         /* "" = no Retry-After header */
-  unsigned long requests, by_status[RCV_STATUSES];
+  struct chaos chaos;
+  unsigned long requests, by_status[RCV_STATUSES], dropped, dropped_applied;
   rcv_log_fn log_fn;
   void *log_ud;
   size_t max_body, nkeys;      /* these are fixed once rcv_start returns */
@@ -137,6 +156,43 @@ static int take_failure(rcv *r, struct reply *out) {
   return status;
 }
 
+/* splitmix64: one 64-bit step of the receiver's own generator. */
+static uint64_t next_rand(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
+static double unit_rand(uint64_t *s) { /* uniform in [0, 1) */
+  return (double)(next_rand(s) >> 11) * 0x1.0p-53;
+}
+
+/* One roll per PUT: the action, its failure status and Retry-After into out, and the
+ * request's delay into q. */
+static enum chaos_act roll_chaos(rcv *r, struct req *q, struct reply *out) {
+  struct chaos *c = &r->chaos;
+  enum chaos_act act = CHAOS_NONE;
+  double u;
+  pthread_mutex_lock(&r->mu);
+  if (c->on) {
+    u = unit_rand(&c->rng);
+    if (u < c->drop) {
+      act = CHAOS_DROP;
+    } else if (u < c->drop + c->fail) {
+      act = CHAOS_FAIL;
+      out->status = c->statuses[next_rand(&c->rng) % c->nstatuses];
+      if (unit_rand(&c->rng) < c->retry_p) memcpy(out->retry, c->retry, sizeof out->retry);
+    } else if (u < c->drop + c->fail + c->drop_applied) {
+      act = CHAOS_DROP_APPLIED;
+    }
+    q->delay_ms = c->delay_lo +
+                  (int)(next_rand(&c->rng) % ((uint64_t)c->delay_hi - (uint64_t)c->delay_lo + 1));
+  }
+  pthread_mutex_unlock(&r->mu);
+  return act;
+}
+
 static int put_state(rcv *r, const char *path, const struct req *q, struct reply *out) {
   json_error_t e;
   char msg[sizeof e.text + 96];
@@ -166,16 +222,24 @@ static int put_state(rcv *r, const char *path, const struct req *q, struct reply
   return out->status = MHD_HTTP_OK;
 }
 
-static void route(rcv *r, const struct req *q, const char *method, const char *url,
+/* Sets out, and q->drop and q->delay_ms for chaos; returns whether the PUT was applied. */
+static bool route(rcv *r, struct req *q, const char *method, const char *url,
                   struct reply *out) {
   int status;
+  enum chaos_act act;
   if (!path_ok(url)) fail_with(out, MHD_HTTP_NOT_FOUND, "no such path");
   else if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) get_state(r, url, out);
   else if (strcmp(method, MHD_HTTP_METHOD_PUT) != 0)
     fail_with(out, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
   else if ((status = take_failure(r, out)) != 0) fail_with(out, status, "injected failure");
+  else if ((act = roll_chaos(r, q, out)) == CHAOS_DROP) q->drop = true;
+  else if (act == CHAOS_FAIL) fail_with(out, out->status, "injected failure");
   else if (q->too_big) fail_with(out, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
-  else put_state(r, url, q, out);
+  else {
+    q->drop = act == CHAOS_DROP_APPLIED;
+    return put_state(r, url, q, out) == MHD_HTTP_OK;
+  }
+  return false;
 }
 
 /* Returns a new response carrying rep (compact JSON keeps integers exact), or NULL. */
@@ -195,25 +259,32 @@ static struct MHD_Response *respond(const struct reply *rep) {
 }
 
 /* Decides once per request (sending may wait for the delay), counts it, and calls the
- * hook outside the lock so that the hook may call us. */
+ * hook outside the lock so that the hook may call us. A dropped request gets no
+ * response object. */
 static int decide(rcv *r, struct req *q, const char *method, const char *url) {
   struct reply rep = {0};
   rcv_log_fn fn;
   void *ud;
-  route(r, q, method, url, &rep);
+  bool applied = route(r, q, method, url, &rep);
   pthread_mutex_lock(&r->mu);
   r->requests++;
-  r->by_status[rep.status]++;
+  if (!q->drop) {
+    r->by_status[rep.status]++;
+  } else {
+    r->dropped++;
+    r->dropped_applied += applied;
+  }
   fn = r->log_fn;
   ud = r->log_ud;
   pthread_mutex_unlock(&r->mu);
-  if (fn) fn(ud, method, url, rep.status, rep.status == MHD_HTTP_OK ? rep.body : NULL);
+  if (fn) fn(ud, method, url, q->drop ? 0 : rep.status, rep.status == MHD_HTTP_OK ? rep.body : NULL);
+  q->decided = true;
   q->status = rep.status;
-  q->resp = respond(&rep);
+  q->resp = q->drop ? NULL : respond(&rep);
   json_decref(rep.body);
   free(q->buf);
   q->buf = NULL;
-  return q->resp ? 0 : -1;
+  return q->drop || q->resp ? 0 : -1;
 }
 
 /* ---- body, delay and the MHD callbacks ---- */
@@ -243,11 +314,13 @@ static long long now_ms(void) {
 /* Suspends c until the timer thread resumes it; false when no delay applies. */
 static bool park(rcv *r, struct MHD_Connection *c, struct req *q) {
   bool parked;
+  long long ms;
   q->waited = true;
   pthread_mutex_lock(&r->mu);
-  parked = r->delay_ms > 0 && !r->stopping;
+  ms = (long long)r->delay_ms + q->delay_ms;
+  parked = ms > 0 && !r->stopping;
   if (parked) {
-    q->due_ms = now_ms() + r->delay_ms;
+    q->due_ms = now_ms() + ms;
     q->conn = c;
     MHD_suspend_connection(c); /* before listing it, so no resume can come first */
     q->next = r->parked;
@@ -329,8 +402,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     *size = 0;
     return rc;
   }
-  if (!q->status && decide(r, q, method, url) != 0) return MHD_NO;
+  if (!q->decided && decide(r, q, method, url) != 0) return MHD_NO;
   if (!q->waited && park(r, c, q)) return MHD_YES;
+  if (q->drop) return MHD_NO; /* closes the connection without a response */
   rc = MHD_queue_response(c, (unsigned int)q->status, q->resp);
   MHD_destroy_response(q->resp);
   q->resp = NULL;
@@ -500,6 +574,57 @@ void rcv_delay(rcv *r, int ms) {
   pthread_mutex_lock(&r->mu);
   r->delay_ms = ms > 0 ? ms : 0;
   pthread_mutex_unlock(&r->mu);
+}
+
+static bool prob_ok(double p) { return p >= 0 && p <= 1; } /* false for NaN too */
+
+/* Validates o into c (which then needs only swapping in). */
+static int chaos_from(const rcv_chaos_opts *o, struct chaos *c) {
+  static const int def_statuses[] = {500, 503};
+  const int *st = o->statuses && o->n_statuses ? o->statuses : def_statuses;
+  size_t n = o->statuses && o->n_statuses ? o->n_statuses : 2;
+  const char *ra = o->retry_after_value ? o->retry_after_value : "1";
+  if (!prob_ok(o->fail) || !prob_ok(o->drop) || !prob_ok(o->drop_after_apply) ||
+      !prob_ok(o->retry_after) || o->fail + o->drop + o->drop_after_apply > 1.0 + 1e-9 ||
+      n > RCV_CHAOS_STATUSES || o->delay_min_ms < 0 || o->delay_max_ms < o->delay_min_ms ||
+      strlen(ra) >= sizeof c->retry)
+    return -1;
+  for (const char *p = ra; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) return -1;
+  memset(c, 0, sizeof *c);
+  for (size_t i = 0; i < n; i++) {
+    if (st[i] < 100 || st[i] >= RCV_STATUSES) return -1;
+    c->statuses[i] = st[i];
+  }
+  c->on = true;
+  c->nstatuses = n;
+  c->fail = o->fail;
+  c->drop = o->drop;
+  c->drop_applied = o->drop_after_apply;
+  c->retry_p = o->retry_after;
+  snprintf(c->retry, sizeof c->retry, "%s", ra);
+  c->delay_lo = o->delay_min_ms;
+  c->delay_hi = o->delay_max_ms;
+  c->rng = o->seed;
+  return 0;
+}
+
+int rcv_chaos(rcv *r, const rcv_chaos_opts *o) {
+  struct chaos c = {0};
+  if (o && chaos_from(o, &c) != 0) return -1;
+  pthread_mutex_lock(&r->mu);
+  r->chaos = c;
+  pthread_mutex_unlock(&r->mu);
+  return 0;
+}
+
+unsigned long rcv_dropped(rcv *r, unsigned long *applied) {
+  unsigned long n;
+  pthread_mutex_lock(&r->mu);
+  n = r->dropped;
+  if (applied) *applied = r->dropped_applied;
+  pthread_mutex_unlock(&r->mu);
+  return n;
 }
 
 size_t rcv_stats(rcv *r, int *statuses, unsigned long *counts, size_t max) {

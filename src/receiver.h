@@ -8,6 +8,7 @@
 #define WSUP_RECEIVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 
 typedef struct rcv rcv;
@@ -23,9 +24,11 @@ typedef struct rcv_opts {
   size_t n_merge_keys;
 } rcv_opts;
 
-/* Called after each request is decided (before any rcv_delay), from the server
- * thread: the callee does its own locking. state is the path's state after a 200
- * (borrowed, valid only during the call) or NULL. It may call rcv_* except rcv_stop. */
+/* Called after each request is decided (before any delay), from the server thread:
+ * the callee does its own locking. status is 0 for a request whose connection is
+ * dropped (see rcv_chaos). state is the path's state after the PUT was applied
+ * (a 200, or a drop after apply) or the state a GET answered (borrowed, valid only
+ * during the call), else NULL. It may call rcv_* except rcv_stop. */
 typedef void (*rcv_log_fn)(void *ud, const char *method, const char *path,
                            int status, const json_t *state);
 
@@ -54,11 +57,41 @@ void rcv_fail(rcv *r, int n, int status, const char *retry_after);
 /* Holds every later response back by ms without blocking other connections; 0 is off. */
 void rcv_delay(rcv *r, int ms);
 
+#define RCV_CHAOS_STATUSES 16 /* most statuses a chaos failure picks from */
+
+/* Probabilistic faults for PUTs to accepted paths (GETs and other requests are never
+ * touched; an armed rcv_fail goes first). Each PUT takes one roll of the receiver's
+ * own PRNG (splitmix64, reseeded by every rcv_chaos call), which picks at most one of:
+ *   drop              close the connection without a response; NOT applied
+ *   fail              answer a status picked uniformly from statuses; NOT applied
+ *   drop_after_apply  apply, then close without a response (a server that loses the
+ *                     answer: the client retries what was already applied)
+ * so fail + drop + drop_after_apply must be <= 1. A failure carries "Retry-After:
+ * retry_after_value" with probability retry_after. Every chaos PUT's outcome, drops
+ * included, is held back by a uniform delay in [delay_min_ms, delay_max_ms] (on top of
+ * rcv_delay). Seeded, the sequence of outcomes is deterministic in request order. */
+typedef struct rcv_chaos_opts {
+  double fail, drop, drop_after_apply, retry_after; /* probabilities in [0, 1] */
+  const int *statuses;           /* 100..999; NULL or n_statuses 0: {500, 503} */
+  size_t n_statuses;             /* at most RCV_CHAOS_STATUSES */
+  const char *retry_after_value; /* copied, at most 63 chars, no control chars; NULL: "1" */
+  int delay_min_ms, delay_max_ms;
+  uint64_t seed;
+} rcv_chaos_opts;
+
+/* Turns chaos on with o, or off with NULL. Returns 0, or -1 (nothing changed) when
+ * an option is out of range. */
+int rcv_chaos(rcv *r, const rcv_chaos_opts *o);
+
+/* Requests whose connection was dropped without a response (chaos drops of both
+ * kinds); *applied (may be NULL) gets those of them that had been applied. */
+unsigned long rcv_dropped(rcv *r, unsigned long *applied);
+
 /* Fills up to max (status, count) pairs in ascending status order into caller arrays;
  * returns the number of distinct statuses seen, which may exceed max. */
 size_t rcv_stats(rcv *r, int *statuses, unsigned long *counts, size_t max);
 
-/* Total requests answered so far (every method and path). */
+/* Total requests decided so far (every method and path, dropped ones included). */
 unsigned long rcv_requests(rcv *r);
 
 /* Installs (fn non-NULL) or removes the request hook; ud is borrowed. */
