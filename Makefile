@@ -123,15 +123,13 @@ uninstall:
 
 # libFuzzer targets (fuzz/fuzz_*.c), clang only: the core objects are built with coverage
 # and ASan+UBSan into build/fuzz/obj, then fuzz/run.sh links build/fuzz/fuzz_<t> and runs
-# each for FUZZ_SECONDS on fuzz/corpus/<t> (see fuzz/README.md). FUZZ_TARGETS picks some;
-# FUZZ_JOBS runs that many workers per target. Exits non-zero on a crash and names the reproducer.
+# each for FUZZ_SECONDS on fuzz/corpus/<t> (see fuzz/README.md). FUZZ_TARGETS picks some.
+# Exits non-zero on a crash (or a failing fuzz/regressions input) and names the reproducer.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= coalesce json fold receiver
-FUZZ_JOBS    ?= 1
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 .PHONY: fuzz
 fuzz:
 	@$(MAKE) --no-print-directory B=build/fuzz CC=clang OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)" \
 	  $(CORE_SRC:src/%.c=build/fuzz/obj/%.o)
-	@CPPFLAGS='$(CPPFLAGS)' LIBS='$(LIBS)' FUZZ_SECONDS='$(FUZZ_SECONDS)' FUZZ_JOBS='$(FUZZ_JOBS)' \
-	  sh fuzz/run.sh $(FUZZ_TARGETS)
+	@CPPFLAGS='$(CPPFLAGS)' LIBS='$(LIBS)' FUZZ_SECONDS='$(FUZZ_SECONDS)' sh fuzz/run.sh $(FUZZ_TARGETS)

@@ -507,7 +507,8 @@ static rcv *start_failed(rcv *r, const char *why, char *err, size_t errlen) {
 
 rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
   const rcv_opts none = {0};
-  unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+  /* poll, not epoll: libmicrohttpd 0.9.75 on epoll misses a client's half-close (FIN). */
+  unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                        MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   const union MHD_DaemonInfo *info;
   union addr a;

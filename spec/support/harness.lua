@@ -62,6 +62,7 @@ function M.new(opts)
     for _, h in ipairs(H.handles) do h:stop() end
     for _, up in ipairs(H.ups) do up:close() end
     wsup.run(drain_ms)
+    collectgarbage("collect")
   end
 
   return H
