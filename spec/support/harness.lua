@@ -62,6 +62,8 @@ function M.new(opts)
     for _, h in ipairs(H.handles) do h:stop() end
     for _, up in ipairs(H.ups) do up:close() end
     wsup.run(drain_ms)
+    -- Collect what the test left (closed uploaders, records) now, so that it does not
+    -- shape the heap of later tests: memory_spec measures RSS growth.
     collectgarbage("collect")
   end
 
