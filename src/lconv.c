@@ -149,35 +149,47 @@ static int build_array(conv *cv, int idx, lua_Unsigned n, ps_val *out) {
   return 0;
 }
 
-static int build_object(conv *cv, int idx, ps_val *out) {
+typedef int (*put_fn)(conv *cv, void *to, const char *k, size_t kn, ps_val v); /* moves v */
+
+/* Walks an object table: each key must be a UTF-8 string; each value is built and
+ * handed to put. On failure, returns -1 with the error recorded. */
+static int entries(conv *cv, int idx, put_fn put, void *to) {
   lua_State *L = cv->L;
-  ps_obj *o = ps_obj_new(0);
-  if (!o) return fail(cv, "out of memory");
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t kn;
     const char *k;
     ps_val v;
     if (lua_type(L, -2) != LUA_TSTRING) {
-      int r;
-      cv->depth--;
-      r = fail_key(cv, lua_gettop(L) - 1);
-      cv->depth++;
+      cv->depth--; /* the path of the table, not of the bad key */
+      fail_key(cv, lua_gettop(L) - 1);
       lua_pop(L, 2);
-      ps_obj_free(o);
-      return r;
+      return -1;
     }
     k = lua_tolstring(L, -2, &kn);
     cv->key[cv->depth] = k;
     cv->len[cv->depth] = kn;
-    if (!utf8_valid((const unsigned char *)k, kn) ? fail(cv, "key is not valid UTF-8")
-                                                  : build(cv, lua_gettop(L), &v)) {
+    if ((!utf8_valid((const unsigned char *)k, kn) ? fail(cv, "key is not valid UTF-8")
+                                                   : build(cv, lua_gettop(L), &v)) ||
+        put(cv, to, k, kn, v) != 0) {
       lua_pop(L, 2);
-      ps_obj_free(o);
       return -1;
     }
     lua_pop(L, 1);
-    ps_obj_set(o, k, kn, v);
+  }
+  return 0;
+}
+
+static int put_obj(conv *cv, void *to, const char *k, size_t kn, ps_val v) {
+  return ps_obj_set(to, k, kn, v) == 0 ? 0 : fail(cv, "out of memory");
+}
+
+static int build_object(conv *cv, int idx, ps_val *out) {
+  ps_obj *o = ps_obj_new(0);
+  if (!o) return fail(cv, "out of memory");
+  if (entries(cv, idx, put_obj, o) != 0) {
+    ps_obj_free(o);
+    return -1;
   }
   *out = ps_obj_val(o);
   return 0;
@@ -252,32 +264,21 @@ static void unstage(conv *cv) {
   if (cv->e != cv->small) free(cv->e);
 }
 
+typedef struct merge_to {
+  const char *mk; /* the merge key; borrowed from the patch table */
+  size_t mkn;
+} merge_to;
+
+static int put_stage(conv *cv, void *to, const char *k, size_t kn, ps_val v) {
+  merge_to *m = to;
+  return stage(cv, m->mk, m->mkn, k, kn, v);
+}
+
 /* The entries of a merge-key object go straight to the stage: O(size of the patch). */
 static int stage_merge(conv *cv, int idx, const char *mk, size_t mkn) {
-  lua_State *L = cv->L;
+  merge_to m = {mk, mkn};
   if (enter(cv, idx) != 0 || stage(cv, mk, mkn, NULL, 0, ps_null()) != 0) return -1;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    size_t kn;
-    const char *k;
-    ps_val v;
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      cv->depth--;
-      fail_key(cv, lua_gettop(L) - 1);
-      lua_pop(L, 2);
-      return -1;
-    }
-    k = lua_tolstring(L, -2, &kn);
-    cv->key[cv->depth] = k;
-    cv->len[cv->depth] = kn;
-    if ((!utf8_valid((const unsigned char *)k, kn) ? fail(cv, "key is not valid UTF-8")
-                                                   : build(cv, lua_gettop(L), &v)) ||
-        stage(cv, mk, mkn, k, kn, v) != 0) {
-      lua_pop(L, 2);
-      return -1;
-    }
-    lua_pop(L, 1);
-  }
+  if (entries(cv, idx, put_stage, &m) != 0) return -1;
   cv->depth--;
   return 0;
 }

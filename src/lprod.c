@@ -63,8 +63,6 @@ struct lw_prod {
   char base[256];    /* watch: the file's name in its directory; "" to watch a directory */
 };
 
-static lua_State *driver(lw_ctx *c) { return c->L ? c->L : c->main; }
-
 static void io_closed(uv_handle_t *h) {
   pio *io = (pio *)h;
   if (io->busy_req) return; /* the read callback frees it */
@@ -123,7 +121,7 @@ static void read_more(lw_prod *p);
 
 static void deliver_lines(void *ud) {
   lw_prod *p = ud;
-  lua_State *L = driver(p->c);
+  lua_State *L = lw_driver(p->c);
   size_t start = 0;
   for (;;) {
     char *nl;
@@ -268,7 +266,7 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
 
 static void fire_watch(void *ud) {
   lw_prod *p = ud;
-  lua_State *L = driver(p->c);
+  lua_State *L = lw_driver(p->c);
   if (!p->active) return;
   lua_pushstring(L, p->name);
   call(p, L, 1);
@@ -287,7 +285,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *file, int events, int stat
 
 static void deliver_signal(void *ud) {
   lw_prod *p = ud;
-  lua_State *L = driver(p->c);
+  lua_State *L = lw_driver(p->c);
   while (p->active && p->pending_signals > 0) {
     p->pending_signals--;
     lua_pushstring(L, p->name);

@@ -47,8 +47,6 @@ void lw_report(lua_State *L, const char *what) {
   lua_pop(L, 1);
 }
 
-static lua_State *driver(lw_ctx *c) { return c->L ? c->L : c->main; }
-
 /* Removes a finished task from the anchor table so it can be collected. */
 static void forget(lw_task *t, lua_State *L) {
   lw_ctx *c = t->ctx;
@@ -140,7 +138,7 @@ lw_task *lw_current(lw_ctx *c, lua_State *L) {
 
 static void wake_cb(void *ud) {
   lw_task *t = ud;
-  lua_State *L = driver(t->ctx);
+  lua_State *L = lw_driver(t->ctx);
   lw_push_fn push = t->push;
   int n;
   t->push = NULL;
@@ -161,7 +159,7 @@ int lw_wait(lua_State *L) { return lua_yield(L, 0); }
 /* wsup.sleep(ms): a task yields; anything else drives the loop for ms. */
 static void sleep_fire(void *ud) {
   lw_task *t = ud;
-  resume(t, driver(t->ctx), 0);
+  resume(t, lw_driver(t->ctx), 0);
 }
 
 static void flag_fire(void *ud) { *(int *)ud = 1; }

@@ -23,15 +23,6 @@ struct lw_uphttp {
   lw_hres res;               /* owned copies of the last response */
 };
 
-static long opt_ms(lua_State *L, const char *name, long def) {
-  lua_Number v = 0;
-  int t = lua_getfield(L, 1, name);
-  if (t != LUA_TNIL && (t != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0 || v != v))
-    luaL_error(L, "wsup.uploader: option '%s' must be a non-negative number of ms", name);
-  lua_pop(L, 1);
-  return t == LUA_TNIL ? def : (long)(v > 1e12 ? 1e12 : v);
-}
-
 void lw_uphttp_init(lua_State *L, lw_up *w) {
   lw_uphttp *h;
   const char *lines[MAX_HEADERS];
@@ -43,9 +34,9 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
     luaL_error(L, "wsup.uploader: out of memory");
   if (strcmp(w->name, "uploader") == 0) lw_redact_url(w->name, sizeof w->name, h->url);
   lua_pop(L, 1);
-  h->timeout_ms = opt_ms(L, "timeout_ms", 10000);
-  h->connect_timeout_ms = opt_ms(L, "connect_timeout_ms", 5000);
-  h->max_retry_after_ms = opt_ms(L, "max_retry_after_ms", 600000);
+  h->timeout_ms = lw_up_opt_ms(L, "timeout_ms", 10000);
+  h->connect_timeout_ms = lw_up_opt_ms(L, "connect_timeout_ms", 5000);
+  h->max_retry_after_ms = lw_up_opt_ms(L, "max_retry_after_ms", 600000);
   lua_getfield(L, 1, "insecure");
   if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) luaL_error(L, "wsup.uploader: option 'insecure' must be a boolean");
   h->insecure = lua_toboolean(L, -1);
@@ -89,15 +80,6 @@ void lw_uphttp_free(lw_up *w) {
   w->http = NULL;
 }
 
-static lua_State *driver(lw_up *w) { return w->c->L ? w->c->L : w->c->main; }
-
-/* Pushes the uploader's user value i (the uploader is anchored while it sends). */
-static void push_uv(lw_up *w, lua_State *L, int i) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
-  lua_getiuservalue(L, -1, i);
-  lua_remove(L, -2);
-}
-
 static int64_t hint_ms(lw_up *w, const lw_hres *r) {
   const char *v;
   int64_t ms;
@@ -120,7 +102,7 @@ static int run_classify(lw_up *w, lua_State *L, upl_result *out, int64_t *hint) 
   static const upl_result map[] = {UPL_OK, UPL_RETRY, UPL_DROP};
   int i = 0;
   luaL_checkstack(L, 4, "classify");
-  push_uv(w, L, UV_CLASSIFY);
+  lw_up_push_uv(w, L, UV_CLASSIFY);
   lw_hres_push(L, &w->http->res);
   if (lw_pcall(L, 1, 2) != LUA_OK) {
     lw_up_report(w, L);
@@ -150,7 +132,7 @@ static void finish_cb(void *ud) {
   int64_t hint = hint_ms(w, r);
   char err[300];
   w->last_status = r->err ? 0 : r->status;
-  if (h->classify_fn && run_classify(w, driver(w), &res, &hint) != 0) res = UPL_RETRY;
+  if (h->classify_fn && run_classify(w, lw_driver(w->c), &res, &hint) != 0) res = UPL_RETRY;
   if (r->err) snprintf(err, sizeof err, "%s (%s)", lw_hres_error(r), lw_http_code(r->err));
   else if (res == UPL_DROP) snprintf(err, sizeof err, "HTTP %ld: dropped, not retried", r->status);
   else snprintf(err, sizeof err, "HTTP %ld", r->status);
@@ -170,7 +152,7 @@ static void fail_now(lw_up *w, const char *msg) { lw_up_done(w, UPL_RETRY, 0, ms
 void lw_uphttp_send(upl *u) {
   lw_up *w = (lw_up *)u;
   lw_uphttp *h = w->http;
-  lua_State *L = driver(w);
+  lua_State *L = lw_driver(w->c);
   const char *lines[MAX_HEADERS];
   char err[256] = "";
   int n = 0, top = lua_gettop(L);
@@ -182,7 +164,7 @@ void lw_uphttp_send(upl *u) {
   if (h->headers_fn) {
     /* Called on each attempt so a token can be refreshed. */
     luaL_checkstack(L, MAX_HEADERS + 4, "headers");
-    push_uv(w, L, UV_HEADERS);
+    lw_up_push_uv(w, L, UV_HEADERS);
     if (lw_pcall(L, 0, 1) != LUA_OK || !lua_istable(L, -1)) {
       if (!lua_isstring(L, -1)) lua_pushliteral(L, "headers function must return a table");
       lw_up_report(w, L);

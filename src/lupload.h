@@ -29,6 +29,11 @@ typedef struct lw_up {
 /* upl_done, plus the log lines operators want (first failure, drop, recovery). */
 void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err);
 
+/* Pushes user value i of the uploader (anchored while it has work). */
+void lw_up_push_uv(lw_up *w, lua_State *L, int i);
+/* A duration option of the table at index 1, in ms; a bad one raises naming it. */
+int64_t lw_up_opt_ms(lua_State *L, const char *name, int64_t def);
+
 /* Reports the error message on top of L through on_error (or the log); pops it. */
 void lw_up_report(lw_up *w, lua_State *L);
 

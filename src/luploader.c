@@ -45,11 +45,15 @@ static void settled(upl *u) {
   }
 }
 
+void lw_up_push_uv(lw_up *w, lua_State *L, int i) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
+  lua_getiuservalue(L, -1, i);
+  lua_remove(L, -2);
+}
+
 void lw_up_report(lw_up *w, lua_State *L) {
   /* the message, with a traceback, is on top of L */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
-  lua_getiuservalue(L, -1, UV_ONERROR);
-  lua_remove(L, -2);
+  lw_up_push_uv(w, L, UV_ONERROR);
   if (lua_isfunction(L, -1)) {
     lua_insert(L, -2);
     if (lw_pcall(L, 1, 1) != LUA_OK) lw_report(L, "on_error handler failed");
@@ -115,11 +119,9 @@ static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
 /* ops->send: run the send function as a task with (patch, json). */
 static void send_start(upl *u) {
   lw_up *w = (lw_up *)u;
-  lua_State *L = w->c->L ? w->c->L : w->c->main;
+  lua_State *L = lw_driver(w->c);
   luaL_checkstack(L, 4, "send");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor);
-  lua_getiuservalue(L, -1, UV_SEND);
-  lua_remove(L, -2);
+  lw_up_push_uv(w, L, UV_SEND);
   lc_push_obj(L, u->payload);
   lua_pushlstring(L, u->body, u->body_len);
   w->c->send_tasks++;
@@ -130,7 +132,7 @@ static const upl_ops ops = {send_start, settled};
 static const upl_ops http_ops = {lw_uphttp_send, settled};
 
 /* Options: a bad one raises an error that names it. */
-static int64_t opt_ms(lua_State *L, const char *name, int64_t def) {
+int64_t lw_up_opt_ms(lua_State *L, const char *name, int64_t def) {
   lua_Number v = 0;
   int t = lua_getfield(L, 1, name);
   if (t == LUA_TNIL) {
@@ -198,9 +200,9 @@ static int l_uploader(lua_State *L) {
     return luaL_error(L, "wsup.uploader: option 'send' must be a function (or give 'url')");
   if (lua_getfield(L, 1, "on_error") != LUA_TNIL && !lua_isfunction(L, -1))
     return luaL_error(L, "wsup.uploader: option 'on_error' must be a function");
-  base = opt_ms(L, "base_delay_ms", 500);
-  max = opt_ms(L, "max_delay_ms", 30000);
-  jitter = opt_ms(L, "jitter_ms", 500);
+  base = lw_up_opt_ms(L, "base_delay_ms", 500);
+  max = lw_up_opt_ms(L, "max_delay_ms", 30000);
+  jitter = lw_up_opt_ms(L, "jitter_ms", 500);
   if (lua_getfield(L, 1, "name") != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
     return luaL_error(L, "wsup.uploader: option 'name' must be a string");
   /* Userdata first, so an error while filling it leaks nothing. */

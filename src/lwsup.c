@@ -73,7 +73,7 @@ static void timer_unanchor(lw_timer *tm) {
 
 static void timer_fire(void *ud) {
   lw_timer *tm = ud;
-  lua_State *L = tm->c->L ? tm->c->L : tm->c->main;
+  lua_State *L = lw_driver(tm->c);
   luaL_checkstack(L, 4, "timer");
   lua_rawgeti(L, LUA_REGISTRYINDEX, tm->self);
   lua_getiuservalue(L, -1, 1);

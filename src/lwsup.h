@@ -40,6 +40,9 @@ typedef struct lw_ctx {
 
 lw_ctx *lw_getctx(lua_State *L);   /* the context, from the registry */
 
+/* The thread to run Lua on from a loop callback: the one driving the loop. */
+static inline lua_State *lw_driver(const lw_ctx *c) { return c->L ? c->L : c->main; }
+
 /* Runs the loop on behalf of L (see wl_run); nests safely. */
 int lw_drive(lw_ctx *c, lua_State *L, int64_t deadline, int (*done)(void *), void *ud);
 

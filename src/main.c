@@ -38,17 +38,30 @@ typedef struct host {
   uv_signal_t *sig[2];
 } host;
 
-static void set_paths(lua_State *L, const char *argv0) {
-  char exe[PATH_MAX], dir[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+/* The directory of this binary, from /proc (argv0 when that fails). */
+static void exe_dir(char *dir, size_t n, const char *argv0) {
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
   char *slash;
-  if (n <= 0) n = (ssize_t)snprintf(exe, sizeof exe, "%s", argv0);
-  exe[n < (ssize_t)sizeof exe ? n : (ssize_t)sizeof exe - 1] = '\0';
-  snprintf(dir, sizeof dir, "%s", exe);
+  if (len <= 0) len = (ssize_t)snprintf(exe, sizeof exe, "%s", argv0);
+  exe[len < (ssize_t)sizeof exe ? len : (ssize_t)sizeof exe - 1] = '\0';
+  snprintf(dir, n, "%s", exe);
   if ((slash = strrchr(dir, '/')) != NULL) *slash = '\0';
+}
+
+/* Where wsup's Lua files are looked for, ending in ';': the script host and `wsup test`. */
+static void lua_dirs(char *out, size_t n, const char *dir) {
+  snprintf(out, n,
+           "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;"
+           WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua;", dir, dir, dir, dir);
+}
+
+static void set_paths(lua_State *L, const char *argv0) {
+  char dir[PATH_MAX], path[8 * PATH_MAX];
+  exe_dir(dir, sizeof dir, argv0);
+  lua_dirs(path, sizeof path, dir);
   lua_getglobal(L, "package");
-  lua_pushfstring(L, "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;"
-                  WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua;", dir, dir, dir, dir);
+  lua_pushstring(L, path);
   lua_getfield(L, -2, "path");
   lua_concat(L, 2);
   lua_setfield(L, -2, "path");
@@ -229,22 +242,18 @@ int main(int argc, char **argv) {
 /* `wsup test [busted args]`: busted under Lua 5.4 with wsup's Lua files and module
  * on its paths, so a user's own specs can `require "wsup"` from any folder. */
 int lw_test(int argc, char **argv) {
-  char exe[PATH_MAX], dir[PATH_MAX], lpath[8 * PATH_MAX], cpath[4 * PATH_MAX];
+  char dir[PATH_MAX], lpath[8 * PATH_MAX + 1], cpath[4 * PATH_MAX];
   char **args = calloc((size_t)argc + 6, sizeof *args);
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  size_t n;
   int k = 0;
-  if (!args || n <= 0) {
-    free(args);
-    return 1;
-  }
-  exe[n] = '\0';
-  snprintf(dir, sizeof dir, "%s", exe);
-  if (strrchr(dir, '/')) *strrchr(dir, '/') = '\0';
+  if (!args) return 1;
+  exe_dir(dir, sizeof dir, argv[0]);
   /* Through the environment: busted re-runs itself under --lua via sh, unquoted,
    * so paths with ';' cannot travel as arguments. ";;" keeps Lua's defaults. */
-  snprintf(lpath, sizeof lpath,
-           "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;"
-           WSUP_LUADIR "/?.lua;" WSUP_LUADIR "/?/init.lua;;", dir, dir, dir, dir);
+  lua_dirs(lpath, sizeof lpath - 1, dir);
+  n = strlen(lpath); /* the byte kept free above takes the second ';' */
+  lpath[n] = ';';
+  lpath[n + 1] = '\0';
   snprintf(cpath, sizeof cpath, "%s/?.so;%s/../lib/lua/5.4/?.so;;", dir, dir);
   setenv("LUA_PATH_5_4", lpath, 1);
   setenv("LUA_CPATH_5_4", cpath, 1);
