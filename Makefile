@@ -40,8 +40,8 @@ $(B)/wsup_core.so: $(CORE_OBJ) $(BIND_OBJ)
 $(B)/wsup: $(B)/obj/main.o $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LUALIBS) $(LIBS) $(LDFLAGS)
 
-$(B)/test_%: test/test_%.c $(CORE_OBJ) | $(B)/obj
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ -lcmocka $(LIBS) $(LDFLAGS)
+$(B)/test_%: test/test_%.c $(CORE_OBJ) $(wildcard test/*.h) | $(B)/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(LDFLAGS)
 
 test: deps all $(TESTS)
 	@sh scripts/test.sh

@@ -43,6 +43,7 @@ typedef struct pio {
 
 struct lw_prod {
   lw_ctx *c;
+  lw_prod *prev, *next; /* the context's list of active producers */
   pkind kind;
   int self;          /* registry ref while active: the script need not keep the handle */
   int active;
@@ -93,6 +94,10 @@ static void stop(lw_prod *p) {
   if (!p->active) return;
   p->active = 0;
   p->c->producers--;
+  if (p->prev) p->prev->next = p->next;
+  else p->c->prods = p->next;
+  if (p->next) p->next->prev = p->prev;
+  p->prev = p->next = NULL;
   if (user_signal(p)) (*user_signal(p))--;
   io_release(p);
   if (p->c->open) {
@@ -334,6 +339,9 @@ static void activate(lua_State *L, lw_prod *p) {
   p->self = luaL_ref(L, LUA_REGISTRYINDEX);
   p->active = 1;
   p->c->producers++;
+  p->next = p->c->prods;
+  if (p->next) p->next->prev = p;
+  p->c->prods = p;
 }
 
 static int l_lines(lua_State *L) {
@@ -450,18 +458,8 @@ static int prod_gc(lua_State *L) {
   return 0;
 }
 
-void lw_stop_producers(const lw_ctx *c, lua_State *L) {
-  /* Active producers are anchored in the registry: walk it for ours. */
-  lua_pushnil(L);
-  while (lua_next(L, LUA_REGISTRYINDEX)) {
-    lw_prod *p = luaL_testudata(L, -1, PROD_MT);
-    if (p && p->c == c) {
-      lua_pop(L, 1);
-      stop(p); /* unref'ing the current key during lua_next is allowed: it assigns nil */
-      continue;
-    }
-    lua_pop(L, 1);
-  }
+void lw_stop_producers(lw_ctx *c) {
+  while (c->prods) stop(c->prods); /* stop unlinks it */
 }
 
 void lw_open_producers(lua_State *L) {

@@ -33,6 +33,7 @@ typedef struct lw_ctx {
   unsigned user_timers; /* active wsup.after / every timers */
   unsigned send_tasks;  /* tasks running send policies */
   void *ups;            /* list of live uploaders (luploader.c); borrowed */
+  void *prods;          /* list of active producers (lprod.c); borrowed */
   int64_t drain_ms;     /* how long the host drains at the end; default 5000 */
   int log_level;        /* 0 error, 1 warn, 2 info, 3 debug */
   unsigned user_signals[2]; /* active wsup.signal handlers for INT and TERM */
@@ -99,7 +100,7 @@ void lw_open_producers(lua_State *L);
 void lw_open_log(lua_State *L);
 void lw_open_crypto(lua_State *L);
 
-void lw_stop_producers(const lw_ctx *c, lua_State *L);
+void lw_stop_producers(lw_ctx *c);
 int lw_signum(const char *name);  /* "int", "SIGTERM", ... -> number; 0 if unknown */
 /* Uploaders with state not delivered: 0 when none; else prints one line each to stderr. */
 int lw_report_undelivered(lw_ctx *c);

@@ -162,7 +162,7 @@ static int run(lua_State *L, host *h, const char *cmd, int argc, char **argv, in
   signals(h, 1);
   lw_spawn(c, L, argc - first - 1, main_done, h);
   lw_drive(c, L, -1, script_idle, h);
-  if (h->stopping) lw_stop_producers(c, L);
+  if (h->stopping) lw_stop_producers(c);
   c->loop.stop = 0; /* a signal's wl_stop must not cut the drain short */
   if (!lw_uploaders_idle(c)) lw_drive(c, L, wl_now(&c->loop) + c->drain_ms, drained, c);
   undelivered = lw_report_undelivered(c);

@@ -12,24 +12,10 @@
 #include <string.h>
 
 #include "pstore.h"
+#include "ps_text.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static json_t *js(const char *text) {
-  json_error_t e;
-  json_t *v = json_loads(text, JSON_ALLOW_NUL, &e);
-  if (!v) fail_msg("bad JSON %s: %s", text, e.text);
-  return v;
-}
-
-static ps_obj *obj_of_text(const char *text) {
-  json_t *j = js(text);
-  ps_val v;
-  assert_int_equal(ps_from_json(j, &v), 0);
-  json_decref(j);
-  assert_int_equal(ps_typeof(&v), PS_OBJ);
-  return ps_obj_of(&v);
-}
 
 /* Compares contents (jansson: order-blind) and then text (insertion order). */
 static void assert_obj(const ps_obj *o, const char *want_text) {
@@ -255,7 +241,7 @@ static void test_arrays(void **st) {
 static void test_deep_copy_independent(void **st) {
   (void)st;
   const char *text = "{\"s\":\"a string longer than fourteen\",\"o\":{\"x\":[1,{\"y\":\"zz\"}]},\"n\":null}";
-  ps_obj *o = obj_of_text(text);
+  ps_obj *o = ps_text(text);
   ps_val orig = ps_obj_val(o), copy;
   assert_int_equal(ps_copy(&copy, &orig), 0);
   assert_ptr_not_equal(ps_obj_of(&copy), o);
@@ -275,9 +261,9 @@ static void test_deep_copy_independent(void **st) {
 
 static void coalesce_case(const char *base, const char *overlay, const char *want) {
   ps_keys k;
-  ps_obj *b = obj_of_text(base);
+  ps_obj *b = ps_text(base);
   assert_int_equal(ps_keys_default(&k), 0);
-  assert_int_equal(ps_coalesce(b, obj_of_text(overlay), &k), 0);
+  assert_int_equal(ps_coalesce(b, ps_text(overlay), &k), 0);
   assert_obj(b, want);
   ps_obj_free(b);
   ps_keys_free(&k);
@@ -316,12 +302,12 @@ static void test_coalesce_replaces(void **st) {
 static void test_coalesce_custom_keys(void **st) {
   (void)st;
   ps_keys k = {0};
-  ps_obj *b = obj_of_text("{\"external_metadata\":{\"x\":1},\"m\":{\"x\":1}}");
+  ps_obj *b = ps_text("{\"external_metadata\":{\"x\":1},\"m\":{\"x\":1}}");
   assert_int_equal(ps_keys_add(&k, "m", 1), 0);
   assert_true(ps_is_merge_key(&k, "m", 1));
   assert_false(ps_is_merge_key(&k, "mm", 2));
   assert_false(ps_is_merge_key(&k, "external_metadata", 17));
-  assert_int_equal(ps_coalesce(b, obj_of_text("{\"external_metadata\":{\"y\":2},\"m\":{\"y\":2}}"), &k), 0);
+  assert_int_equal(ps_coalesce(b, ps_text("{\"external_metadata\":{\"y\":2},\"m\":{\"y\":2}}"), &k), 0);
   assert_obj(b, "{\"external_metadata\":{\"y\":2},\"m\":{\"x\":1,\"y\":2}}");
   ps_obj_free(b);
   for (int i = 1; i < PS_MAX_KEYS; i++) assert_int_equal(ps_keys_add(&k, "k", 1), 0);
@@ -336,7 +322,7 @@ static void test_coalesce_custom_keys(void **st) {
 
 static void test_merge_slot(void **st) {
   (void)st;
-  ps_obj *b = obj_of_text("{\"s\":\"str\",\"o\":{\"x\":1}}");
+  ps_obj *b = ps_text("{\"s\":\"str\",\"o\":{\"x\":1}}");
   ps_obj *o = ps_obj_of(ps_obj_get(b, "o", 1));
   assert_ptr_equal(ps_merge_slot(b, "o", 1), o);
   ps_obj *s = ps_merge_slot(b, "s", 1);

@@ -15,6 +15,7 @@
 
 #include "evloop.h"
 #include "pstore.h"
+#include "ps_text.h"
 #include "uploader.h"
 
 /* ---- the fake sender --------------------------------------------------------- */
@@ -97,23 +98,8 @@ static int teardown(void **state) {
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-static json_t *js(const char *text) {
-  json_error_t e;
-  json_t *v = json_loads(text, 0, &e);
-  if (!v) fail_msg("bad JSON %s: %s", text, e.text);
-  return v;
-}
 
-static ps_obj *P(const char *text) {
-  json_t *j = js(text);
-  ps_val v;
-  assert_int_equal(ps_from_json(j, &v), 0);
-  json_decref(j);
-  assert_int_equal(ps_typeof(&v), PS_OBJ);
-  return ps_obj_of(&v);
-}
-
-static void enq(const char *text) { assert_int_equal(upl_enqueue(&U, P(text)), 1); }
+static void enq(const char *text) { assert_int_equal(upl_enqueue(&U, ps_text(text)), 1); }
 
 static void assert_json(const char *got, const char *want) {
   json_t *g, *w;
@@ -567,7 +553,7 @@ static void test_enqueue_after_close_returns_0_and_changes_nothing(void **state)
   (void)state;
   upl_close(&U);
   assert_false(U.lost); /* nothing was pending */
-  assert_int_equal(upl_enqueue(&U, P("{\"a\":1}")), 0); /* the patch is freed (valgrind) */
+  assert_int_equal(upl_enqueue(&U, ps_text("{\"a\":1}")), 0); /* the patch is freed (valgrind) */
   assert_null(upl_pending_obj(&U));
   assert_null(U.pending);
   assert_int_equal(U.st.enqueued, 0);
