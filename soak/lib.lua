@@ -198,4 +198,17 @@ function M.sum_stats(ups)
   return sum
 end
 
+-- Collects the pass conditions of a soak: verdict.check(cond, what) records each
+-- failure; verdict.ok stays true while none has failed.
+function M.verdict()
+  local v = { ok = true, fails = {} }
+  function v.check(cond, what)
+    if not cond then
+      v.ok = false
+      v.fails[#v.fails + 1] = what
+    end
+  end
+  return v
+end
+
 return M

@@ -94,13 +94,8 @@ local function stop(sig)
   return gone
 end
 
-local ok, fails = true, {}
-local function check(cond, what)
-  if not cond then
-    ok = false
-    fails[#fails + 1] = what
-  end
-end
+local verdict = lib.verdict()
+local check = verdict.check
 
 assert(start(), "nginx did not start: " .. (slurp(PREFIX .. "/out.log") or "?"))
 
@@ -190,7 +185,7 @@ lib.report("nginx.", {
   rss_samples = v.n, rss_first_kib = v.first or "n/a", rss_last_kib = v.last or "n/a", rss_peak_kib = v.peak,
   rss_growth_pct = v.growth_pct or "n/a", rss_flat = v.flat and "yes" or "no",
   rss_timeline_kib = lib.timeline(rss.samples, 8), lua_heap_timeline_kib = lib.timeline(rss.lua, 8),
-  pass = ok and "yes" or "no",
+  pass = verdict.ok and "yes" or "no",
 })
-for _, f in ipairs(fails) do io.stderr:write("nginx: FAIL: ", f, "\n") end
-return ok and 0 or 1
+for _, f in ipairs(verdict.fails) do io.stderr:write("nginx: FAIL: ", f, "\n") end
+return verdict.ok and 0 or 1
