@@ -7,7 +7,16 @@ SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) $(SAN)
 CPPFLAGS += $(shell pkg-config --cflags $(LUAPKG) $(PKGS) 2>/dev/null) -Isrc
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
-LUALIBS := $(shell pkg-config --libs $(LUAPKG) 2>/dev/null)
+# The host links Lua statically, as upstream's lua interpreter does (-rdynamic exports
+# the API to C modules such as cjson.so): the VM is then not position-independent code
+# and API calls skip the PLT, about 15% more enqueues/s than with liblua5.4.so (bench (a), A/B).
+LUA_A   := $(shell pkg-config --variable=libdir $(LUAPKG) 2>/dev/null)/liblua5.4.a
+LUALIBS := $(if $(wildcard $(LUA_A)),$(LUA_A) -rdynamic -lm -ldl,$(shell pkg-config --libs $(LUAPKG) 2>/dev/null))
+# The host's allocator: linking mimalloc replaces malloc for the whole process. Lua
+# scripts churn through small tables (a patch is two), and mimalloc's per-size free
+# lists make an enqueue about 7% cheaper than glibc's malloc (bench (a), A/B). Sanitizer
+# builds leave it out (HOSTLIBS=), so ASan sees every allocation.
+HOSTLIBS ?= -lmimalloc
 B       := build
 
 # src/l*.c are the Lua bindings, src/main.c the host; every other src/*.c is the Lua-free core.
@@ -38,7 +47,7 @@ $(B)/wsup_core.so: $(CORE_OBJ) $(BIND_OBJ)
 
 # The host links the same objects plus liblua.
 $(B)/wsup: $(B)/obj/main.o $(CORE_OBJ) $(BIND_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LUALIBS) $(LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LUALIBS) $(HOSTLIBS) $(LIBS) $(LDFLAGS)
 
 $(B)/test_%: test/test_%.c $(CORE_OBJ) $(wildcard test/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(LDFLAGS)
@@ -70,7 +79,7 @@ bench: all
 .PHONY: soak
 soak: all
 	@$(MAKE) --no-print-directory B=build/soak/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" build/soak/asan/wsup
+	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" HOSTLIBS= build/soak/asan/wsup
 	@sh soak/run.sh
 
 check-asan:
@@ -85,7 +94,7 @@ check-asan:
 	  gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -fPIC -c -o build/asan/ubsan_log.o scripts/asan_ubsan_log.c && \
 	  rm -f build/asan/wsup build/asan/wsup_core.so build/asan/test_*; fi
 	$(MAKE) B=build/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" \
+	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" HOSTLIBS= \
 	  LDFLAGS="build/asan/ubsan_log.o $(LDFLAGS)" all $(patsubst $(B)/%,build/asan/%,$(TESTS))
 	ASAN=1 ASAN_CC=gcc B=build/asan sh scripts/test.sh
 

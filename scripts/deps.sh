@@ -3,7 +3,7 @@
 # Idempotent: a second run installs nothing and does not touch the network.
 set -eu
 PKGS="${WSUP_PKGS:-build-essential pkg-config liblua5.4-dev lua5.4 lua-cjson lua-busted lua-check
-libuv1-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libcmocka-dev nginx-light
+libuv1-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libcmocka-dev libmimalloc-dev nginx-light
 libnginx-mod-http-echo curl libssl-dev time gnuplot-nox}"
 missing=""
 for p in $PKGS; do

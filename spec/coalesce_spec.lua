@@ -149,6 +149,19 @@ describe("coalescing", function()
       assert.same({ external_metadata = { a = 1 }, internal_metadata = { "z" } }, sent[1].patch)
     end)
 
+    it("replace an object with an array, and reject a sparse or mixed table, under a merge key", function()
+      local up, sent = recorder()
+      up:enqueue({ external_metadata = { a = 1 } })
+      up:enqueue({ external_metadata = { 1, 2, { x = 3 } } })
+      assert.has_error(function() up:enqueue({ external_metadata = { [2] = "hole" } }) end,
+        "external_metadata: key 2 is not a string")
+      assert.has_error(function() up:enqueue({ external_metadata = { 1, k = 2 } }) end,
+        "external_metadata: table mixes array items and other keys")
+      wsup.run(HOUR)
+      assert.same({ external_metadata = { 1, 2, { x = 3 } } }, sent[1].patch)
+      assert.equals('{"external_metadata":[1,2,{"x":3}]}', sent[1].json)
+    end)
+
     it("treat an empty table as an object and merge with it", function()
       local up, sent = recorder()
       up:enqueue({ external_metadata = { a = 1 }, internal_metadata = {} })

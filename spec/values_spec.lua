@@ -101,6 +101,23 @@ describe("values", function()
       assert.equals(s, patch.text)
     end)
 
+    it("reject an invalid byte at any position of a string of 1 to 24 bytes, in values and keys", function()
+      -- Short strings are checked a word at a time; a bad byte must be found wherever it falls.
+      local up = recorder()
+      local rejected, checked = 0, 0
+      for n = 1, 24 do
+        for at = 1, n do
+          local s = ("a"):rep(at - 1) .. "\xff" .. ("b"):rep(n - at)
+          checked = checked + 2
+          if not pcall(up.enqueue, up, { text = s }) then rejected = rejected + 1 end
+          if not pcall(up.enqueue, up, { [s] = 1 }) then rejected = rejected + 1 end
+        end
+        assert.is_true(up:enqueue({ text = ("\u{E9}"):rep(n) }), "valid 2-byte characters, " .. n)
+      end
+      assert.equals(checked, rejected)
+      assert.same({ text = ("\u{E9}"):rep(24) }, up:pending())
+    end)
+
     it("escape keys as well", function()
       local key = 'we"ird\\key\n'
       local patch, json = roundtrip({ [key] = 1 })

@@ -36,16 +36,23 @@ typedef struct conv {
   size_t n, cap;
 } conv;
 
+static inline uint64_t load64(const unsigned char *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
+
+static inline uint64_t load32(const unsigned char *p) {
+  uint32_t w;
+  memcpy(&w, p, 4);
+  return w;
+}
+
 /* Valid UTF-8, no surrogates, nothing above U+10FFFF. Most keys and values are
- * short ASCII, so whole 8-byte words are checked first. */
-static int utf8_valid(const unsigned char *s, size_t n) {
+ * short ASCII: that case is settled by or-ing a few overlapping loads, with no loop
+ * per byte; only a string with a high bit set takes the full check. */
+static int utf8_check(const unsigned char *s, size_t n) {
   size_t i = 0;
-  while (i + 8 <= n) {
-    uint64_t w;
-    memcpy(&w, s + i, 8);
-    if (w & 0x8080808080808080u) break;
-    i += 8;
-  }
   while (i < n) {
     unsigned c = s[i];
     size_t k;
@@ -68,6 +75,19 @@ static int utf8_valid(const unsigned char *s, size_t n) {
     i += k + 1;
   }
   return 1;
+}
+
+static inline int utf8_valid(const unsigned char *s, size_t n) {
+  uint64_t any = 0;
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 <= n; i += 8) any |= load64(s + i);
+    any |= load64(s + n - 8);
+  } else if (n >= 4) {
+    any = load32(s) | load32(s + n - 4);
+  } else if (n) {
+    any = (uint64_t)s[0] | s[n / 2] | s[n - 1];
+  }
+  return (any & 0x8080808080808080u) == 0 || utf8_check(s, n);
 }
 
 /* Records "path: reason" and returns -1. */
@@ -107,7 +127,8 @@ static int enter(conv *cv, int idx) {
   if (cv->depth >= LW_MAXDEPTH) return fail(cv, "nesting deeper than " TEXT(LW_MAXDEPTH) " levels");
   for (int i = 1; i <= cv->depth; i++)
     if (cv->seen[i] == self) return fail(cv, "cycle: a table contains itself");
-  if (!lua_checkstack(cv->L, 4)) return fail(cv, "too deep for the Lua stack");
+  /* A C function starts with LUA_MINSTACK (20) free slots and each level takes 2. */
+  if (cv->depth >= 6 && !lua_checkstack(cv->L, 4)) return fail(cv, "too deep for the Lua stack");
   cv->seen[++cv->depth] = self;
   return 0;
 }
@@ -152,8 +173,10 @@ static int build_array(conv *cv, int idx, lua_Unsigned n, ps_val *out) {
 typedef int (*put_fn)(conv *cv, void *to, const char *k, size_t kn, ps_val v); /* moves v */
 
 /* Walks an object table: each key must be a UTF-8 string; each value is built and
- * handed to put. On failure, returns -1 with the error recorded. */
-static int entries(conv *cv, int idx, put_fn put, void *to) {
+ * handed to put. On failure, returns -1 with the error recorded. With `lenient`, a
+ * first key that is not a string returns 1 instead, having put nothing (the table
+ * is then no object: the caller builds it as a value). */
+static int entries(conv *cv, int idx, put_fn put, void *to, int lenient) {
   lua_State *L = cv->L;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -161,6 +184,10 @@ static int entries(conv *cv, int idx, put_fn put, void *to) {
     const char *k;
     ps_val v;
     if (lua_type(L, -2) != LUA_TSTRING) {
+      if (lenient) {
+        lua_pop(L, 2);
+        return 1;
+      }
       cv->depth--; /* the path of the table, not of the bad key */
       fail_key(cv, lua_gettop(L) - 1);
       lua_pop(L, 2);
@@ -176,6 +203,7 @@ static int entries(conv *cv, int idx, put_fn put, void *to) {
       return -1;
     }
     lua_pop(L, 1);
+    lenient = 0;
   }
   return 0;
 }
@@ -187,7 +215,7 @@ static int put_obj(conv *cv, void *to, const char *k, size_t kn, ps_val v) {
 static int build_object(conv *cv, int idx, ps_val *out) {
   ps_obj *o = ps_obj_new(0);
   if (!o) return fail(cv, "out of memory");
-  if (entries(cv, idx, put_obj, o) != 0) {
+  if (entries(cv, idx, put_obj, o, 0) != 0) {
     ps_obj_free(o);
     return -1;
   }
@@ -243,17 +271,20 @@ static int build(conv *cv, int idx, ps_val *out) {
   }
 }
 
-static int stage(conv *cv, const char *mk, size_t mkn, const char *k, size_t kn, ps_val v) {
-  if (cv->n == cv->cap) {
-    size_t cap = cv->cap * 2;
-    ent *e = cv->e == cv->small ? malloc(cap * sizeof *e) : realloc(cv->e, cap * sizeof *e);
-    if (!e) {
-      ps_free(&v);
-      return fail(cv, "out of memory");
-    }
-    if (cv->e == cv->small) memcpy(e, cv->small, cv->n * sizeof *e);
-    cv->e = e;
-    cv->cap = cap;
+static int stage_grow(conv *cv) {
+  size_t cap = cv->cap * 2;
+  ent *e = cv->e == cv->small ? malloc(cap * sizeof *e) : realloc(cv->e, cap * sizeof *e);
+  if (!e) return -1;
+  if (cv->e == cv->small) memcpy(e, cv->small, cv->n * sizeof *e);
+  cv->e = e;
+  cv->cap = cap;
+  return 0;
+}
+
+static inline int stage(conv *cv, const char *mk, size_t mkn, const char *k, size_t kn, ps_val v) {
+  if (cv->n == cv->cap && stage_grow(cv) != 0) {
+    ps_free(&v);
+    return fail(cv, "out of memory");
   }
   cv->e[cv->n++] = (ent){mk, k, mkn, kn, v};
   return 0;
@@ -274,12 +305,20 @@ static int put_stage(conv *cv, void *to, const char *k, size_t kn, ps_val v) {
   return stage(cv, m->mk, m->mkn, k, kn, v);
 }
 
-/* The entries of a merge-key object go straight to the stage: O(size of the patch). */
+/* The entries of a merge-key object go straight to the stage: O(size of the patch).
+ * A table under a merge key that turns out to be an array replaces, like any value. */
 static int stage_merge(conv *cv, int idx, const char *mk, size_t mkn) {
   merge_to m = {mk, mkn};
+  size_t at = cv->n;
+  int r;
   if (enter(cv, idx) != 0 || stage(cv, mk, mkn, NULL, 0, ps_null()) != 0) return -1;
-  if (entries(cv, idx, put_stage, &m) != 0) return -1;
+  if ((r = entries(cv, idx, put_stage, &m, 1)) < 0) return -1;
   cv->depth--;
+  if (r == 1) {
+    ps_val v;
+    cv->n = at; /* drop the slot entry: a null owns nothing */
+    if (build(cv, idx, &v) != 0 || stage(cv, NULL, 0, mk, mkn, v) != 0) return -1;
+  }
   return 0;
 }
 
@@ -307,7 +346,7 @@ static int stage_patch(conv *cv, int idx, const ps_keys *keys) {
       lua_pop(L, 2);
       return -1;
     }
-    if (lua_type(L, v) == LUA_TTABLE && lua_rawlen(L, v) == 0 && ps_is_merge_key(keys, k, kn)) {
+    if (lua_type(L, v) == LUA_TTABLE && ps_is_merge_key(keys, k, kn)) {
       if (stage_merge(cv, v, k, kn) != 0) {
         lua_pop(L, 2);
         return -1;
@@ -355,7 +394,6 @@ void lc_enqueue(lua_State *L, int idx, upl *u) {
   cv.e = cv.small;
   cv.n = 0;
   cv.cap = STAGE_SMALL;
-  luaL_checkstack(L, 8, "patch");
   if (stage_patch(&cv, idx, &u->keys) != 0) {
     unstage(&cv);
     lua_pushstring(L, cv.err);

@@ -433,7 +433,7 @@ void ps_keys_free(ps_keys *k) {
 
 int ps_is_merge_key(const ps_keys *k, const char *key, size_t len) {
   for (size_t i = 0; i < k->n; i++)
-    if (k->len[i] == len && memcmp(k->key[i], key, len) == 0) return 1;
+    if (k->len[i] == len && same_bytes(k->key[i], key, len)) return 1;
   return 0;
 }
 
