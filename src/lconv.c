@@ -394,7 +394,7 @@ void lc_enqueue(lua_State *L, int idx, upl *u) {
   cv.e = cv.small;
   cv.n = 0;
   cv.cap = STAGE_SMALL;
-  if (stage_patch(&cv, idx, &u->keys) != 0) {
+  if (stage_patch(&cv, idx, u->keys) != 0) {
     unstage(&cv);
     lua_pushstring(L, cv.err);
     lua_error(L);

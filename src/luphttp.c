@@ -32,7 +32,11 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
     luaL_error(L, "wsup.uploader: option 'url' must start with http:// or https://");
   if (!(h = w->http = calloc(1, sizeof *h)) || !(h->url = strdup(lua_tostring(L, -1))))
     luaL_error(L, "wsup.uploader: out of memory");
-  if (strcmp(w->name, "uploader") == 0) lw_redact_url(w->name, sizeof w->name, h->url);
+  if (!w->name) {
+    char name[256];
+    lw_redact_url(name, sizeof name, h->url);
+    if (!(w->name = strdup(name))) luaL_error(L, "wsup.uploader: out of memory");
+  }
   lua_pop(L, 1);
   h->timeout_ms = lw_up_opt_ms(L, "timeout_ms", 10000);
   h->connect_timeout_ms = lw_up_opt_ms(L, "connect_timeout_ms", 5000);

@@ -23,8 +23,10 @@ typedef struct lw_up {
   lw_uphttp *http;   /* owned; NULL for a Lua send policy */
   long last_status;  /* HTTP status of the last response; 0 for none */
   struct lw_up *prev, *next; /* the context's list of live uploaders */
-  char name[128];
+  char *name;        /* owned; NULL: "uploader" (or the redacted URL, set by luphttp.c) */
 } lw_up;
+
+static inline const char *lw_up_name(const lw_up *w) { return w->name ? w->name : "uploader"; }
 
 /* upl_done, plus the log lines operators want (first failure, drop, recovery). */
 void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err);

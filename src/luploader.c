@@ -60,7 +60,7 @@ void lw_up_report(lw_up *w, lua_State *L) {
     else lua_pop(L, 1);
   } else {
     lua_pop(L, 1);
-    lw_log(w->c, 0, w->name, "send error: %s", lua_tostring(L, -1));
+    lw_log(w->c, 0, lw_up_name(w), "send error: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
 }
@@ -71,12 +71,12 @@ void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err)
   unsigned before = w->u.st.consecutive_failures;
   upl_done(&w->u, r, retry_after_ms, err);
   if (w->u.phase == UPL_BACKOFF)
-    lw_log(w->c, w->u.st.consecutive_failures == 1 ? 1 : 3, w->name, "attempt failed: %s; retry in %lld ms",
-           w->u.last_error, (long long)(w->u.next_attempt_at - wl_now(&w->c->loop)));
+    lw_log(w->c, w->u.st.consecutive_failures == 1 ? 1 : 3, lw_up_name(w), "attempt failed: %s; retry in %lld ms",
+           w->u.last_error ? w->u.last_error : "send failed", (long long)(w->u.next_attempt_at - wl_now(&w->c->loop)));
   else if (r == UPL_DROP)
-    lw_log(w->c, 1, w->name, "%s", w->u.last_error);
+    lw_log(w->c, 1, lw_up_name(w), "%s", w->u.last_error ? w->u.last_error : "dropped");
   else if (r == UPL_OK && before > 0)
-    lw_log(w->c, 2, w->name, "delivered after %u failed attempts", before);
+    lw_log(w->c, 2, lw_up_name(w), "delivered after %u failed attempts", before);
 }
 
 /* The first line of an error message: last_error stays short. */
@@ -159,33 +159,46 @@ static void check_opt_names(lua_State *L) {
   }
 }
 
-static void opt_keys(lua_State *L, ps_keys *k) {
-  if (lua_getfield(L, 1, "merge_keys") == LUA_TNIL) {
-    if (ps_keys_default(k) != 0) luaL_error(L, "wsup.uploader: out of memory");
-  } else {
-    lua_Integer n;
+/* The merge_keys option, checked before anything is allocated: its length, or -1
+ * when absent (the shared defaults). */
+static lua_Integer check_keys(lua_State *L) {
+  lua_Integer n = -1;
+  if (lua_getfield(L, 1, "merge_keys") != LUA_TNIL) {
     if (!lua_istable(L, -1)) luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
     n = luaL_len(L, -1);
     if (n > PS_MAX_KEYS) luaL_error(L, "wsup.uploader: option 'merge_keys' has more than %d keys", PS_MAX_KEYS);
     for (lua_Integer i = 1; i <= n; i++) {
-      size_t len;
-      const char *key;
-      if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
-        ps_keys_free(k);
+      if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
         luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
-      }
-      key = lua_tolstring(L, -1, &len); /* before len is read */
-      ps_keys_add(k, key, len);
       lua_pop(L, 1);
     }
   }
   lua_pop(L, 1);
+  return n;
+}
+
+/* Copies the checked merge_keys option into k; 0, or -1 out of memory (k emptied). */
+static int copy_keys(lua_State *L, lua_Integer n, ps_keys *k) {
+  int rc = 0;
+  lua_getfield(L, 1, "merge_keys");
+  for (lua_Integer i = 1; i <= n && rc == 0; i++) {
+    size_t len;
+    const char *key;
+    lua_rawgeti(L, -1, i);
+    key = lua_tolstring(L, -1, &len); /* before len is read */
+    rc = ps_keys_add(k, key, len);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (rc != 0) ps_keys_free(k);
+  return rc;
 }
 
 static int l_uploader(lua_State *L) {
   lw_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   int64_t base, max, jitter;
   ps_keys keys = {0};
+  lua_Integer nkeys;
   int is_http;
   lw_up *w;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -203,18 +216,19 @@ static int l_uploader(lua_State *L) {
   base = lw_up_opt_ms(L, "base_delay_ms", 500);
   max = lw_up_opt_ms(L, "max_delay_ms", 30000);
   jitter = lw_up_opt_ms(L, "jitter_ms", 500);
+  nkeys = check_keys(L);
   if (lua_getfield(L, 1, "name") != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
     return luaL_error(L, "wsup.uploader: option 'name' must be a string");
-  /* Userdata first, so an error while filling it leaks nothing. */
+  /* Userdata first, so an error while filling it leaks nothing: __gc frees. */
   w = lua_newuserdatauv(L, sizeof *w, 4);
   memset(w, 0, sizeof *w);
   w->anchor = LUA_NOREF;
   luaL_setmetatable(L, UP_MT);
-  snprintf(w->name, sizeof w->name, "%s", lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "uploader");
-  opt_keys(L, &w->u.keys);
-  keys = w->u.keys;
+  if (nkeys >= 0 && copy_keys(L, nkeys, &keys) != 0) return luaL_error(L, "wsup.uploader: out of memory");
   w->c = c;
-  upl_init(&w->u, &c->loop, &ops, w, &keys);
+  upl_init(&w->u, &c->loop, &ops, w, nkeys >= 0 ? &keys : NULL);
+  if (lua_type(L, -2) == LUA_TSTRING && !(w->name = strdup(lua_tostring(L, -2))))
+    return luaL_error(L, "wsup.uploader: out of memory");
   w->next = c->ups;
   if (w->next) w->next->prev = w;
   c->ups = w;
@@ -386,7 +400,7 @@ static int up_stats(lua_State *L) {
   setbool(L, "closed", w->u.closed);
   if (w->last_status) setint(L, "last_status", (uint64_t)w->last_status);
   if (w->u.next_attempt_at >= 0) setint(L, "next_attempt_at", (uint64_t)w->u.next_attempt_at);
-  if (w->u.last_error[0]) {
+  if (w->u.last_error) {
     lua_pushstring(L, w->u.last_error);
     lua_setfield(L, -2, "last_error");
   }
@@ -400,14 +414,15 @@ static const char *phase_name(const lw_up *w) {
 
 static int up_tostring(lua_State *L) {
   lw_up *w = checkup(L);
-  lua_pushfstring(L, "wsup.uploader \"%s\" (%s)", w->name, phase_name(w));
+  lua_pushfstring(L, "wsup.uploader \"%s\" (%s)", lw_up_name(w), phase_name(w));
   return 1;
 }
 
 static int up_gc(lua_State *L) {
   lw_up *w = checkup(L);
-  if (!w->c) ps_keys_free(&w->u.keys); /* options raised before upl_init */
-  else if (w->c->open) upl_free(&w->u);
+  if (w->c && w->c->open) upl_free(&w->u); /* w->c is set just before upl_init */
+  free(w->name);
+  w->name = NULL;
   lw_uphttp_free(w);
   if (w->c) {
     if (w->prev) w->prev->next = w->next;
@@ -430,10 +445,10 @@ int lw_report_undelivered(lw_ctx *c) {
   for (lw_up *w = c->ups; w; w = w->next) {
     const char *why;
     if (upl_idle(&w->u) && !w->u.lost) continue;
-    if (w->u.last_error[0]) why = w->u.last_error;
+    if (w->u.last_error) why = w->u.last_error;
     else if (w->u.closed) why = w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
     else why = "not delivered before the drain deadline";
-    lw_log(c, 0, w->name, "undelivered: %s", why);
+    lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
     n++;
   }
   return n;

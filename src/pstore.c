@@ -416,6 +416,11 @@ int ps_keys_default(ps_keys *k) {
   return -1;
 }
 
+const ps_keys *ps_keys_defaults(void) {
+  static const ps_keys defaults = {{(char *)"external_metadata", (char *)"internal_metadata"}, {17, 17}, 2};
+  return &defaults;
+}
+
 int ps_keys_add(ps_keys *k, const char *key, size_t len) {
   char *dup;
   if (k->n == PS_MAX_KEYS || len == SIZE_MAX || !(dup = malloc(len + 1))) return -1;

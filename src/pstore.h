@@ -85,6 +85,7 @@ typedef struct ps_keys {
 } ps_keys;
 
 int ps_keys_default(ps_keys *k);                      /* external_metadata, internal_metadata; 0, or -1 out of memory */
+const ps_keys *ps_keys_defaults(void);                /* the same, shared and read-only */
 int ps_keys_add(ps_keys *k, const char *key, size_t len); /* copies; 0, or -1 when full or out of memory */
 void ps_keys_free(ps_keys *k);
 int ps_is_merge_key(const ps_keys *k, const char *key, size_t len);

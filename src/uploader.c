@@ -6,8 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Heap, not a buffer in upl: most uploaders never fail, and a fleet has many. */
 static void set_error(upl *u, const char *e) {
-  snprintf(u->last_error, sizeof u->last_error, "%s", e ? e : "");
+  size_t n = e ? strlen(e) : 0;
+  free(u->last_error);
+  u->last_error = NULL;
+  if (n > 255) n = 255; /* one log line */
+  if (n && (u->last_error = malloc(n + 1))) {
+    memcpy(u->last_error, e, n);
+    u->last_error[n] = '\0';
+  }
 }
 
 static void settle(upl *u) {
@@ -47,7 +55,7 @@ static void retry_cb(void *ud) {
   if (u->pending) {
     ps_obj *p = u->pending;
     u->pending = NULL;
-    if (ps_coalesce(u->payload, p, &u->keys) != 0) abort();
+    if (ps_coalesce(u->payload, p, u->keys) != 0) abort();
     u->st.absorbed++;
   }
   attempt(u);
@@ -64,8 +72,14 @@ void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys) {
   u->loop = l;
   u->ops = ops;
   u->ud = ud;
-  u->keys = *keys;
-  keys->n = 0;
+  u->keys = ps_keys_defaults();
+  if (keys && (u->own_keys = malloc(sizeof *u->own_keys))) {
+    *u->own_keys = *keys;
+    u->keys = u->own_keys;
+  } else if (keys) {
+    abort(); /* out of memory while creating an uploader */
+  }
+  if (keys) keys->n = 0;
   u->base_ms = 500;
   u->max_ms = 30000;
   u->jitter_ms = 500;
@@ -75,12 +89,16 @@ void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys) {
 void upl_free(upl *u) {
   upl_close(u);
   drop_payload(u);
-  ps_keys_free(&u->keys);
+  if (u->own_keys) ps_keys_free(u->own_keys);
+  free(u->own_keys);
+  u->own_keys = NULL;
+  free(u->last_error);
+  u->last_error = NULL;
 }
 
 ps_obj *upl_pending_obj(upl *u) {
   if (u->closed) return NULL;
-  if (!u->pending && !(u->pending = ps_obj_new(8))) abort();
+  if (!u->pending && !(u->pending = ps_obj_new(0))) abort();
   return u->pending;
 }
 
@@ -97,7 +115,7 @@ int upl_enqueue(upl *u, ps_obj *patch) {
     ps_obj_free(patch);
     return 0;
   }
-  if (ps_coalesce(p, patch, &u->keys) != 0) return -1;
+  if (ps_coalesce(p, patch, u->keys) != 0) return -1;
   upl_commit(u, had);
   return 1;
 }

@@ -34,7 +34,8 @@ struct upl {
   wl_loop *loop;        /* borrowed */
   const upl_ops *ops;   /* borrowed */
   void *ud;             /* the owner's */
-  ps_keys keys;         /* owned */
+  const ps_keys *keys;  /* own_keys, or the shared defaults */
+  ps_keys *own_keys;    /* owned; NULL with the defaults */
   ps_obj *pending;      /* owned; NULL when nothing is pending */
   ps_obj *payload;      /* owned; the patch being sent or waiting to be retried */
   char *body;           /* owned; payload as JSON for the current attempt */
@@ -47,10 +48,10 @@ struct upl {
   wl_timer backoff;
   wl_job start;
   upl_stats st;
-  char last_error[256]; /* "" when none */
+  char *last_error;     /* owned; NULL when none */
 };
 
-/* keys is moved into u. */
+/* keys: NULL for the default merge keys, else moved into u (*keys is left empty). */
 void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys);
 void upl_free(upl *u); /* closes and frees what u owns; the attempt in flight, if any, is abandoned */
 

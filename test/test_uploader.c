@@ -447,6 +447,39 @@ static void test_drop_counts_dropped_and_sends_pending_next(void **state) {
   assert_int_equal(F.settled, 1);
 }
 
+static void test_last_error_is_none_until_a_failure_and_kept_to_one_line(void **state) {
+  char longer[400];
+  (void)state;
+  assert_null(U.last_error);
+  enq("{\"worker_status\":\"a\"}");
+  run_until_attempt(1);
+  memset(longer, 'x', sizeof longer - 1);
+  longer[sizeof longer - 1] = '\0';
+  upl_done(&U, UPL_RETRY, 0, longer);
+  assert_int_equal(strlen(U.last_error), 255);
+  run_until_attempt(2);
+  upl_done(&U, UPL_OK, 0, NULL);
+  assert_int_equal(strlen(U.last_error), 255); /* the last error stays after a success */
+}
+
+static void test_default_merge_keys_are_shared_and_custom_ones_owned(void **state) {
+  upl v;
+  ps_keys k = {0};
+  (void)state;
+  upl_init(&v, &L, &OPS, &F, NULL);
+  assert_ptr_equal(v.keys, ps_keys_defaults());
+  assert_null(v.own_keys);
+  assert_true(ps_is_merge_key(v.keys, "internal_metadata", 17));
+  upl_free(&v);
+  assert_int_equal(ps_keys_add(&k, "cfg", 3), 0);
+  upl_init(&v, &L, &OPS, &F, &k);
+  assert_int_equal(k.n, 0); /* moved */
+  assert_ptr_equal(v.keys, v.own_keys);
+  assert_true(ps_is_merge_key(v.keys, "cfg", 3));
+  assert_false(ps_is_merge_key(v.keys, "external_metadata", 17));
+  upl_free(&v); /* frees the keys: ASan and valgrind would see a leak */
+}
+
 /* ---- close --------------------------------------------------------------------- */
 
 static void test_close_during_backoff_stops_retries_and_drops_pending(void **state) {
@@ -718,6 +751,8 @@ int main(void) {
       T(test_retry_after_lengthens_the_wait_but_never_shortens_it),
       T(test_pending_is_absorbed_into_the_retried_payload),
       T(test_drop_counts_dropped_and_sends_pending_next),
+      T(test_last_error_is_none_until_a_failure_and_kept_to_one_line),
+      T(test_default_merge_keys_are_shared_and_custom_ones_owned),
       T(test_close_during_backoff_stops_retries_and_drops_pending),
       T(test_close_during_backoff_with_nothing_pending_still_marks_lost),
       T(test_close_during_send_lets_done_finish_without_retry),
