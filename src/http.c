@@ -1,7 +1,11 @@
 /* http.c — libcurl multi_socket on libuv, in the style of curl's docs/examples/multi-uv.c.
- * One uv_poll_t per socket curl asks to watch (closed on CURL_POLL_REMOVE, so idle cached
- * connections keep nothing active), one uv_timer_t for curl's timeout (unref'd while idle).
- * Finished transfers are pooled with their easy handle and buffers (curl_easy_reset on reuse). */
+ * One uv_poll_t per socket, kept for the socket's whole life rather than per transfer: a cached
+ * connection is reused by the next PUT, and re-creating its poll handle cost a malloc/free, an
+ * ioctl and epoll_ctl calls per PUT. Sockets curl opens go through sock_open/sock_closed, so an fd's
+ * hsock lives exactly as long as the fd; an idle (unwatched) one is unref'd and keeps nothing alive.
+ * One uv_timer_t for curl's timeout (unref'd while idle). Finished transfers are pooled with their
+ * easy handle and buffers; a reused handle keeps its fixed options and gets every per-request one
+ * set again (never curl_easy_reset, which costs a full rebuild per PUT). */
 #include "http.h"
 
 #include <curl/curl.h>
@@ -10,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define POOL_MAX 4096               /* idle xfers (easy handle + buffers) kept for reuse: a fleet reuses, not re-creates */
 #define POOL_BUF_MAX (64 * 1024)    /* larger buffers are freed, not pooled */
@@ -21,14 +27,19 @@ typedef struct buf { char *p; size_t len, cap; } buf;
 typedef struct hsock {
   uv_poll_t poll;                   /* first: a uv_poll_t* is a hsock*; poll.data is the client */
   curl_socket_t fd;
-  struct hsock *prev, *next;
+  int want;                         /* UV_* events curl asked for; 0: not watched (idle) */
+  int polling;                      /* events the poll handle is started with; 0: stopped */
+  int owned;                        /* opened by sock_open, so sock_closed tells us when it closes */
 } hsock;
+
+typedef struct fdslot { hsock *k; } fdslot;  /* a struct, not a bare hsock*, for clang-tidy 14's sizeof check */
 
 struct http_xfer {
   http_client *c;
   http_xfer *prev, *next;           /* active list, or pool (next only) */
   CURL *easy;
-  struct curl_slist *slist;
+  struct curl_slist *slist;         /* owned; kept with the pooled handle while the next request's headers match */
+  int configured;                   /* the per-handle (fixed) options are set */
   http_done_fn done;
   void *ud;
   size_t max_body, n_hdr, hv_cap;
@@ -45,7 +56,8 @@ struct http_client {
   uv_timer_t timer;
   http_xfer *act, *pool;
   size_t n_act, n_pool;
-  hsock *socks;
+  fdslot *fds;                      /* owned, indexed by fd: the hsock of every socket we watch or opened */
+  size_t n_fds;
   int closing, pending;             /* pending: uv_close callbacks outstanding */
   http_closed_fn closed;
   void *closed_ud;
@@ -91,11 +103,59 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--c->pending == 0 && c->closing) finalize(c);
 }
 
-static void sock_close(http_client *c, hsock *k) {
-  if (k->prev) k->prev->next = k->next; else c->socks = k->next;
-  if (k->next) k->next->prev = k->prev;
+static hsock *sock_get(const http_client *c, curl_socket_t fd) {
+  return fd >= 0 && (size_t)fd < c->n_fds ? c->fds[fd].k : NULL;
+}
+
+/* Forgets k and closes its handle (which stops it at once: uv_close deregisters the fd now). */
+static void sock_drop(http_client *c, hsock *k) {
+  c->fds[k->fd].k = NULL;
   c->pending++;
   uv_close((uv_handle_t *)&k->poll, on_handle_closed);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events);
+
+static hsock *sock_new(http_client *c, curl_socket_t fd, int owned) {
+  if (fd < 0) return NULL;
+  if ((size_t)fd >= c->n_fds) {
+    size_t n = c->n_fds ? c->n_fds : 64;
+    while (n <= (size_t)fd) n *= 2;
+    fdslot *t = realloc(c->fds, n * sizeof *t);
+    if (!t) return NULL;
+    memset(t + c->n_fds, 0, (n - c->n_fds) * sizeof *t);
+    c->fds = t;
+    c->n_fds = n;
+  }
+  hsock *k = malloc(sizeof *k);
+  if (!k) return NULL;
+  if (uv_poll_init_socket(c->loop, &k->poll, fd) != 0) { free(k); return NULL; }
+  k->poll.data = c;
+  k->fd = fd;
+  k->want = k->polling = 0;
+  k->owned = owned;
+  uv_unref((uv_handle_t *)&k->poll);   /* ref'd only while curl watches it */
+  c->fds[fd].k = k;
+  return k;
+}
+
+/* Makes k watch ev for curl (0: curl no longer watches it). Restarting a uv_poll_t costs an epoll_ctl
+ * DEL and ADD, so an unchanged mask is left alone, and an idle socket stays registered for reading,
+ * unref'd: curl usually wants just that on its next transfer, and on_poll stops it should the peer
+ * send or close meanwhile. Writable is stopped, as it would fire at once. */
+static int sock_watch(hsock *k, int ev) {
+  k->want = ev;
+  if (!ev) {
+    uv_unref((uv_handle_t *)&k->poll);
+    if (k->polling & UV_WRITABLE) { uv_poll_stop(&k->poll); k->polling = 0; }
+    return 0;
+  }
+  uv_ref((uv_handle_t *)&k->poll);
+  if (k->polling == ev) return 0;
+  k->polling = 0;
+  if (uv_poll_start(&k->poll, ev, on_poll) != 0) return -1;
+  k->polling = ev;
+  return 0;
 }
 
 static void unlink_act(http_client *c, http_xfer *x) {
@@ -105,8 +165,6 @@ static void unlink_act(http_client *c, http_xfer *x) {
 }
 
 static void recycle(http_client *c, http_xfer *x) {
-  curl_slist_free_all(x->slist);
-  x->slist = NULL;
   if (c->closing || c->n_pool >= POOL_MAX) { xfer_free(x); return; }
   buf_trim(&x->req); buf_trim(&x->body); buf_trim(&x->hdr);
   x->next = c->pool;
@@ -135,7 +193,7 @@ static void finish(http_client *c, http_xfer *x, CURLcode rc) {
     p += strlen(p) + 1;
   }
   r.headers = x->hv;
-  r.body = x->body.p ? x->body.p : (char *)""; /* NUL-terminated by on_body */
+  r.body = x->body.len ? x->body.p : (char *)""; /* NUL-terminated by on_body; a pooled empty one holds stale bytes */
   r.body_len = x->body.len;
   x->in_cb = 1;
   x->done(x->ud, &r);
@@ -160,6 +218,7 @@ static void check_done(http_client *c) {
 static void on_poll(uv_poll_t *p, int status, int events) {
   hsock *k = (hsock *)p;
   http_client *c = p->data;
+  if (!k->want) { uv_poll_stop(p); k->polling = 0; return; } /* idle: curl checks the connection before reuse */
   int f = status < 0 ? CURL_CSELECT_ERR
                      : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
   int running;
@@ -174,30 +233,48 @@ static void on_timer(uv_timer_t *t) {
   check_done(c);
 }
 
+/* The hsock is found by fd number, never through curl_multi_assign: curl's per-socket entry (and
+ * its pointer) ends at every CURL_POLL_REMOVE, and on a close curl reports REMOVE only after
+ * sock_closed has freed the hsock. */
 static int curl_sock_cb(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) {
-  (void)e;
+  (void)e; (void)sockp;
   http_client *c = ud;
-  hsock *k = sockp;
+  hsock *k = sock_get(c, s);
   if (what == CURL_POLL_REMOVE) {
-    if (k) {
-      if (!c->closing) curl_multi_assign(c->multi, s, NULL);
-      sock_close(c, k);
-    }
+    if (k && k->owned) sock_watch(k, 0);
+    else if (k) sock_drop(c, k);    /* not opened by us (the resolver's wakeup socket): its close is never reported */
     return 0;
   }
-  if (!k) {
-    if (!(k = malloc(sizeof *k))) return -1;
-    if (uv_poll_init_socket(c->loop, &k->poll, s) != 0) { free(k); return -1; }
-    k->poll.data = c;
-    k->fd = s;
-    k->prev = NULL;
-    k->next = c->socks;
-    if (c->socks) c->socks->prev = k;
-    c->socks = k;
-    curl_multi_assign(c->multi, s, k);
+  if (!k && !(k = sock_new(c, s, 0))) return -1;
+  return sock_watch(k, (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0));
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: curl's own socket() call, plus the hsock that lives as long as the fd. */
+static curl_socket_t sock_open(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  (void)purpose;
+  http_client *c = ud;
+  curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+  if (fd == CURL_SOCKET_BAD) return fd;
+  /* The number was free, so an hsock still holding it is stale: a resolver socket curl closed
+   * before its REMOVE. curl still counts that watch for this number and reports only changes, so
+   * the new socket takes it over. */
+  hsock *old = sock_get(c, fd), *k;
+  int want = old ? old->want : 0;
+  if (old) sock_drop(c, old);
+  if (!(k = sock_new(c, fd, 1)) || sock_watch(k, want) != 0) {
+    if (k) sock_drop(c, k);
+    close(fd);
+    return CURL_SOCKET_BAD;
   }
-  int ev = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
-  return uv_poll_start(&k->poll, ev, on_poll) == 0 ? 0 : -1;
+  return fd;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the handle goes before the fd, whose number may be reused at once. */
+static int sock_closed(void *ud, curl_socket_t fd) {
+  http_client *c = ud;
+  hsock *k = sock_get(c, fd);
+  if (k) sock_drop(c, k);
+  return close(fd) == 0 ? 0 : 1;
 }
 
 static int curl_timer_cb(CURLM *m, long ms, void *ud) {
@@ -278,6 +355,54 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* The request's header lines: the caller's, then the extras. */
+static const char *hdr_line(const http_req *r, const char *const *extra, size_t i) {
+  return i < r->n_headers ? r->headers[i] : extra[i - r->n_headers];
+}
+
+/* Makes x->slist the list of r's lines plus extra (NULL-terminated), keeping the pooled list
+ * when it already matches (a fleet sends the same headers every time). 0, or -1 on OOM
+ * (x->slist is then NULL). */
+static int set_headers(http_xfer *x, const http_req *r, const char *const *extra) {
+  size_t n = r->n_headers;
+  while (extra[n - r->n_headers]) n++;
+  const struct curl_slist *l = x->slist;
+  size_t i = 0;
+  for (; i < n && l && !strcmp(l->data, hdr_line(r, extra, i)); i++) l = l->next;
+  if (i == n && !l) return 0;
+  curl_slist_free_all(x->slist);
+  x->slist = NULL;
+  int oom = 0;
+  for (i = 0; i < n && !oom; i++) {
+    struct curl_slist *nl = curl_slist_append(x->slist, hdr_line(r, extra, i));
+    if (nl) x->slist = nl; else oom = 1;
+  }
+  if (oom) { curl_slist_free_all(x->slist); x->slist = NULL; }
+  curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->slist); /* never left pointing at a freed list */
+  return oom ? -1 : 0;
+}
+
+/* Options that are the same for every request of this client: set once per easy handle. */
+static void set_fixed(http_client *c, http_xfer *x) {
+  CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  /* The connection (and these) may outlive the easy handle, in the multi's cache: data is the client. */
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, sock_open);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sock_closed);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
+  x->configured = 1;
+}
+
 http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void *ud, char *err, size_t errlen) {
   const char *why = !c || !r || !done ? "invalid argument" : c->closing ? "client is closing" : validate(r);
   if (why) { set_err(err, errlen, "%s", why); return NULL; }
@@ -285,7 +410,6 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   if (x) {
     c->pool = x->next;
     c->n_pool--;
-    curl_easy_reset(x->easy);
   } else {
     if (!(x = calloc(1, sizeof *x)) || !(x->easy = curl_easy_init())) {
       free(x);
@@ -296,23 +420,22 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   x->c = c; x->done = done; x->ud = ud; x->in_cb = 0; x->fail = NULL;
   x->n_hdr = 0; x->errbuf[0] = '\0';
   x->max_body = r->max_body ? r->max_body : BODY_DEFAULT;
+  if (!x->configured) set_fixed(c, x);
 
+  /* Every per-request option is set on every request, to its value or its default, so nothing
+   * of a previous request on this pooled handle survives (an option added here must be too). */
   CURL *e = x->easy;
   const char *method = r->method ? r->method : "GET", *body = r->body;
   if (!body && (!strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))) body = "";
   int ctype = 0, oom = 0;
-  for (size_t i = 0; i < r->n_headers && !oom; i++) {
+  for (size_t i = 0; i < r->n_headers; i++)
     ctype |= strncasecmp(r->headers[i], "content-type", 12) == 0 && (r->headers[i][12] == ':' || r->headers[i][12] == ';');
-    struct curl_slist *l = curl_slist_append(x->slist, r->headers[i]);
-    if (l) x->slist = l; else oom = 1;
-  }
-  if (body) {
-    const char *extra[2] = { "Expect:", ctype ? NULL : "Content-Type:" };
-    for (int i = 0; i < 2 && extra[i] && !oom; i++) {
-      struct curl_slist *l = curl_slist_append(x->slist, extra[i]);
-      if (l) x->slist = l; else oom = 1;
-    }
-    if (!oom && buf_reserve(&x->req, r->body_len) == 0) {
+  const char *extra[3] = { NULL, NULL, NULL };
+  if (body) { extra[0] = "Expect:"; extra[1] = ctype ? NULL : "Content-Type:"; }
+  oom = set_headers(x, r, extra) != 0;
+  curl_easy_setopt(e, CURLOPT_NOBODY, 0L);          /* before POSTFIELDS: a HEAD's no-body flag outlives POSTFIELDS */
+  if (body && !oom) {
+    if (buf_reserve(&x->req, r->body_len) == 0) {
       memcpy(x->req.p, body, r->body_len);
       x->req.len = r->body_len;
       curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
@@ -321,38 +444,29 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
       oom = 1;
     }
   }
+  if (!body || oom) {                               /* no body: plain GET unless a method is set below */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  }
   if (oom) { set_err(err, errlen, "out of memory"); recycle(c, x); return NULL; }
 
   curl_easy_setopt(e, CURLOPT_URL, r->url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->slist);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  if (strncasecmp(r->url, "https:", 6) == 0) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L); /* prefer h2 multiplexing */
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(r->url, "https:", 6) == 0 ? 1L : 0L); /* prefer h2 multiplexing */
   if (strcmp(method, "GET") == 0) {
-    if (body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, body ? method : (const char *)NULL);
   } else if (strcmp(method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   }
-  if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-  if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-  if (r->max_redirects > 0) {
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects);
-  }
-  if (r->insecure) {
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-  }
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, r->max_redirects > 0 ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects > 0 ? r->max_redirects : -1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r->insecure ? 0L : 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r->insecure ? 0L : 2L);
 
   CURLMcode mc = curl_multi_add_handle(c->multi, e);
   if (mc != CURLM_OK) {
@@ -416,9 +530,13 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
     c->pool = x->next;
     xfer_free(x);
   }
-  curl_multi_cleanup(c->multi);   /* closes cached connections; may still call curl_sock_cb */
+  curl_multi_cleanup(c->multi);   /* closes cached connections, through sock_closed */
   c->multi = NULL;
-  while (c->socks) sock_close(c, c->socks);
+  for (size_t i = 0; i < c->n_fds; i++)
+    if (c->fds[i].k) sock_drop(c, c->fds[i].k);
+  free(c->fds);
+  c->fds = NULL;
+  c->n_fds = 0;
   c->pending++;
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <microhttpd.h>
+#include <netdb.h>
 #include "http.h"
 
 /* ---- server ---- */
@@ -74,6 +75,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     return reply(conn, 200, u->p ? u->p : "", u->len, "X-Method", method, "X-Padded", "  padded value  ",
                  "X-Got-Req", hv(conn, "X-Req"), "X-Got-Ctype", hv(conn, "Content-Type"),
                  "X-Got-Expect", hv(conn, "Expect"), "X-Got-Clen", hv(conn, "Content-Length"), (const char *)NULL);
+  if (!strcmp(url, "/close")) return reply(conn, 200, "bye", 3, "Connection", "close", (const char *)NULL);
   if (!strcmp(url, "/busy")) return reply(conn, 503, "busy", 4, "Retry-After", "1", (const char *)NULL);
   if (!strcmp(url, "/stall")) { sleep(1); return reply(conn, 200, "late", 4, (const char *)NULL); }
   if (!strcmp(url, "/redir")) return reply(conn, 302, "", 0, "Location", "/echo", (const char *)NULL);
@@ -435,6 +437,148 @@ static void test_concurrent_and_liveness(void **state) {
   env_done(&e);
 }
 
+/* A pooled easy handle is reused without curl_easy_reset: nothing of one request may leak into the next. */
+static void run_one(env *e, const http_req *r, got *g) {
+  start(e, r, g);
+  run(e);
+  assert_int_equal(g->calls, 1);
+  assert_int_equal(g->err, 0);
+}
+
+static void test_pooled_handle_no_leak(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  const char *h[] = { "Content-Type: application/json", "X-Req: one" }, *h2[] = { "X-Req: two" };
+  got *g = calloc(9, sizeof *g);                /* on the heap: a local array of got trips the padding check */
+  run_one(&e, &(http_req){ .method = "PUT", .url = url(&e, s, "/echo"), .headers = h, .n_headers = 2, .body = "abc",
+                           .body_len = 3, .timeout_ms = 300, .max_redirects = 2, .max_body = 10 }, &g[0]);
+  assert_string_equal(hdr(&g[0], "x-got-req"), "one");
+  run_one(&e, &(http_req){ .url = e.url }, &g[1]);              /* no headers, body, method, limit */
+  assert_string_equal(hdr(&g[1], "x-method"), "GET");
+  assert_string_equal(hdr(&g[1], "x-got-req"), "none");
+  assert_string_equal(hdr(&g[1], "x-got-ctype"), "none");
+  assert_string_equal(hdr(&g[1], "x-got-clen"), "none");
+  assert_string_equal(g[1].body, "");
+  run_one(&e, &(http_req){ .url = url(&e, s, "/stall") }, &g[2]); /* 1 s: no timeout left over */
+  assert_int_equal(g[2].status, 200);
+  assert_string_equal(g[2].body, "late");
+  run_one(&e, &(http_req){ .url = url(&e, s, "/big") }, &g[3]);   /* no body limit left over */
+  assert_int_equal(g[3].body_len, 100000);
+  run_one(&e, &(http_req){ .method = "HEAD", .url = url(&e, s, "/echo"), .headers = h2, .n_headers = 1 }, &g[4]);
+  assert_int_equal(g[4].status, 200);
+  assert_string_equal(hdr(&g[4], "x-got-req"), "two");
+  run_one(&e, &(http_req){ .method = "PUT", .url = e.url, .body = "xyz", .body_len = 3 }, &g[5]); /* not a HEAD */
+  assert_string_equal(hdr(&g[5], "x-method"), "PUT");
+  assert_string_equal(hdr(&g[5], "x-got-req"), "none");
+  assert_string_equal(g[5].body, "xyz");
+  run_one(&e, &(http_req){ .method = "DELETE", .url = e.url }, &g[6]);
+  assert_string_equal(hdr(&g[6], "x-method"), "DELETE");
+  assert_string_equal(hdr(&g[6], "x-got-clen"), "none");        /* no body left over */
+  run_one(&e, &(http_req){ .url = url(&e, s, "/redir") }, &g[7]);  /* no redirect following left over */
+  assert_int_equal(g[7].status, 302);
+  run_one(&e, &(http_req){ .method = "GET", .url = url(&e, s, "/echo"), .body = "q", .body_len = 1 }, &g[8]);
+  assert_string_equal(hdr(&g[8], "x-method"), "GET");
+  assert_string_equal(g[8].body, "q");
+  for (int i = 0; i < 9; i++) free(g[i].body);
+  free(g);
+  env_done(&e);
+}
+
+/* A socket's poll handle lives exactly as long as its fd: a number curl closed and then reused, by
+ * curl's next connection or by anyone else on the loop, must work, also after the client is closed. */
+typedef struct pipew { int fired; } pipew;
+static void on_pipe(uv_poll_t *p, int status, int events) {
+  (void)status; (void)events;
+  char b[16];
+  ((pipew *)p->data)->fired++;
+  assert_true(read(p->io_watcher.fd, b, sizeof b) > 0);
+}
+
+static void test_fd_reuse(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  int opened0 = atomic_load(&s->opened);
+  for (int i = 0; i < 5; i++) {                 /* each connection closed by the server, the next one new */
+    got g = {0};
+    run_one(&e, &(http_req){ .url = url(&e, s, "/close") }, &g);
+    assert_string_equal(g.body, "bye");
+    free(g.body);
+  }
+  assert_int_equal(atomic_load(&s->opened) - opened0, 5);
+  int fd[2];
+  assert_int_equal(pipe(fd), 0);                /* likely the number of the socket curl just closed */
+  uv_poll_t p;
+  pipew pw = {0};
+  p.data = &pw;
+  assert_int_equal(uv_poll_init(&e.loop, &p, fd[0]), 0);
+  assert_int_equal(uv_poll_start(&p, UV_READABLE, on_pipe), 0);
+  uv_unref((uv_handle_t *)&p);
+  got g = {0};
+  run_one(&e, &(http_req){ .url = url(&e, s, "/echo") }, &g);  /* also an idle cached connection from here */
+  free(g.body);
+  http_client_close(e.c, on_closed, &e);
+  e.c = NULL;
+  run(&e);
+  assert_int_equal(e.closed, 1);
+  assert_int_equal(write(fd[1], "x", 1), 1);
+  uv_ref((uv_handle_t *)&p);                    /* an unref'd-only loop is not alive: uv_run would not poll */
+  for (int i = 0; i < 100 && !pw.fired; i++) uv_run(&e.loop, UV_RUN_NOWAIT);
+  assert_int_equal(pw.fired, 1);
+  uv_close((uv_handle_t *)&p, NULL);
+  close(fd[0]); close(fd[1]);
+  env_done(&e);
+}
+
+/* A host name goes through the threaded resolver, whose wakeup socket curl opens, watches and closes
+ * itself (its number then reused by a connection before the REMOVE); "localhost" is ::1 first, a
+ * socket closed on connect failure. The host name used is this machine's if it maps to 127.0.0.1. */
+static void test_resolver_sockets(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got *g = calloc(8, sizeof *g);
+  char host[64] = "localhost", u[160];
+  struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+  if (gethostname(host, sizeof host) != 0 || getaddrinfo(host, NULL, &hints, &ai) != 0 ||
+      ((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+    snprintf(host, sizeof host, "localhost");
+  if (ai) freeaddrinfo(ai);
+  for (int round = 0; round < 3; round++) {
+    snprintf(u, sizeof u, "http://%s:%d%s", round == 1 ? "localhost" : host, s->port, round ? "/echo" : "/close");
+    for (int i = 0; i < 8; i++) start(&e, &(http_req){ .url = u, .timeout_ms = 5000 }, &g[i]);
+    run(&e);
+    for (int i = 0; i < 8; i++) {
+      assert_int_equal(g[i].calls, round + 1);
+      assert_int_equal(g[i].status, 200);
+    }
+  }
+  for (int i = 0; i < 8; i++) free(g[i].body);
+  free(g);
+  env_done(&e);
+}
+
+/* An idle cached connection the peer closes: the client neither spins on it nor stays alive for it. */
+static void test_idle_peer_close(void **state) {
+  srv *s = *state;
+  void *st2 = NULL;
+  if (srv_setup(&st2) != 0 || !st2) { fail_msg("second server"); return; }
+  env e; env_init(&e);
+  got g1 = {0}, g2 = {0};
+  char u[128];
+  snprintf(u, sizeof u, "http://127.0.0.1:%d/echo", ((srv *)st2)->port);
+  run_one(&e, &(http_req){ .url = u }, &g1);
+  srv_teardown(&st2);                           /* closes the connection the client holds idle */
+  struct rusage r0, r1;                         /* this (the loop's) thread only */
+  getrusage(RUSAGE_THREAD, &r0);
+  run_one(&e, &(http_req){ .url = url(&e, s, "/stall") }, &g2);   /* 1 s of loop with it closed */
+  getrusage(RUSAGE_THREAD, &r1);
+  double us = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e6 +
+              (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+  assert_true(us < 300000);
+  assert_string_equal(g2.body, "late");
+  free(g1.body); free(g2.body);
+  env_done(&e);
+}
+
 static void test_retry_after_parse(void **state) {
   (void)state;
   time_t now = time(NULL);
@@ -515,6 +659,10 @@ int main(void) {
     cmocka_unit_test(test_rejects_bad_request),
     cmocka_unit_test(test_reentrancy),
     cmocka_unit_test(test_concurrent_and_liveness),
+    cmocka_unit_test(test_pooled_handle_no_leak),
+    cmocka_unit_test(test_fd_reuse),
+    cmocka_unit_test(test_resolver_sockets),
+    cmocka_unit_test(test_idle_peer_close),
     cmocka_unit_test(test_retry_after_parse),
     cmocka_unit_test(test_bench_keepalive),
   };
