@@ -12,7 +12,10 @@ if [ ! -x /usr/bin/time ] || ! command -v gnuplot >/dev/null 2>&1; then
   log "installing what the bench needs (time, gnuplot-nox)"
   sh scripts/deps.sh
 fi
-command -v wrk >/dev/null 2>&1 || log "wrk is not installed: the fleet ceiling will read n/a (apt-get install wrk)"
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk (the fleet's ceiling)"
+  WSUP_PKGS=wrk sh scripts/deps.sh || log "wrk could not be installed: the fleet ceiling will read n/a"
+fi
 have_node || log "node or $PEER is missing: seed columns will read n/a"
 
 rm -f "$OUT"/*.log "$OUT"/*.env

@@ -119,6 +119,44 @@ static void test_grow_10000(void **st) {
   ps_obj_free(o);
 }
 
+/* Every size from 1 to 20 keys (across the first growths of entries and index), with
+ * and without a size hint, with inline and heap keys: every key is found, order is
+ * kept, overwrites stay in place, and a cleared object is reusable. */
+static void test_every_small_size_finds_orders_and_overwrites(void **st) {
+  (void)st;
+  char k[64];
+  for (int size = 1; size <= 20; size++) {
+    for (int hint = 0; hint <= 8; hint += 8) {
+      ps_obj *o = ps_obj_new((size_t)hint);
+      for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < size; i++) {
+          int n = snprintf(k, sizeof k, i % 3 == 2 ? "a-key-longer-than-twenty-bytes-%d" : "k%d", i);
+          assert_int_equal(ps_obj_set(o, k, (size_t)n, ps_int(i + 100 * pass)), 0);
+        }
+      assert_int_equal(ps_obj_size(o), (size_t)size);
+      for (int i = 0; i < size; i++) {
+        int n = snprintf(k, sizeof k, i % 3 == 2 ? "a-key-longer-than-twenty-bytes-%d" : "k%d", i);
+        ps_val *v = ps_obj_get(o, k, (size_t)n);
+        assert_non_null(v);
+        assert_int_equal(ps_int_of(v), i + 100);
+      }
+      assert_null(ps_obj_get(o, "k99", 3));
+      assert_null(ps_obj_get(o, "", 0));
+      size_t it = 0, kn, i = 0;
+      const char *key;
+      const ps_val *v;
+      while (ps_obj_next(o, &it, &key, &kn, &v)) assert_int_equal(ps_int_of(v), (int64_t)(i++) + 100);
+      assert_int_equal(i, (size_t)size);
+      ps_obj_clear(o);
+      assert_int_equal(ps_obj_size(o), 0);
+      assert_null(ps_obj_get(o, "k0", 2));
+      assert_int_equal(ps_obj_set(o, "k0", 2, ps_int(7)), 0);
+      assert_int_equal(ps_int_of(ps_obj_get(o, "k0", 2)), 7);
+      ps_obj_free(o);
+    }
+  }
+}
+
 /* Many keys that differ only in 4 bytes placed so that each word-compare path
  * (8, 12 and 24 bytes) must look at them: 32-bit hash collisions among 2^18 keys
  * are nearly certain, so the full key comparison must tell them apart. */
@@ -545,6 +583,7 @@ int main(void) {
       cmocka_unit_test(test_value_size),
       cmocka_unit_test(test_set_get_overwrite),
       cmocka_unit_test(test_grow_10000),
+      cmocka_unit_test(test_every_small_size_finds_orders_and_overwrites),
       cmocka_unit_test(test_colliding_hashes),
       cmocka_unit_test(test_order_kept_on_overwrite),
       cmocka_unit_test(test_strings_inline_and_heap),
