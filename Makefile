@@ -8,15 +8,15 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) $(SAN)
 CPPFLAGS += $(shell pkg-config --cflags $(LUAPKG) $(PKGS) 2>/dev/null) -Isrc
 LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 # The host links Lua statically, as upstream's lua interpreter does: the whole archive
-# (every API function, for C modules such as cjson.so, which -rdynamic lets resolve
-# against the host), placed first so the VM's code sits at the same addresses whatever
-# wsup's own code size (a change elsewhere moved the enqueue figure by 5-10% before).
-# The VM is then not position-independent code and API calls skip the PLT: about 15%
-# more enqueues/s than with liblua5.4.so (bench (a), A/B; bench/PROFILE.md).
+# (every API function, exported by scripts/host-exports.list for C modules such as
+# cjson.so), placed first so the VM's code sits at the same addresses whatever wsup's
+# own code size (a change elsewhere moved the enqueue figure by 5-10% before). Calls
+# into and within the VM then go without the PLT and GOT of a shared library: about
+# 15% more enqueues/s than with liblua5.4.so (bench (a), A/B; bench/PROFILE.md).
 LUA_A   := $(shell pkg-config --variable=libdir $(LUAPKG) 2>/dev/null)/liblua5.4.a
 ifneq ($(wildcard $(LUA_A)),)
 LUAFIRST := -Wl,--whole-archive $(LUA_A) -Wl,--no-whole-archive
-LUALIBS  := -rdynamic -lm -ldl
+LUALIBS  := -Wl,--dynamic-list=scripts/host-exports.list -lm -ldl
 else
 LUAFIRST :=
 LUALIBS  := $(shell pkg-config --libs $(LUAPKG) 2>/dev/null)
@@ -55,8 +55,8 @@ $(B)/wsup_core.so: $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) $(CFLAGS) -shared -o $@ $^ $(LIBS) $(LDFLAGS)
 
 # The host links the same objects plus liblua.
-$(B)/wsup: $(B)/obj/main.o $(CORE_OBJ) $(BIND_OBJ)
-	$(CC) $(CFLAGS) -o $@ $(LUAFIRST) $^ $(LUALIBS) $(HOSTLIBS) $(LIBS) $(LDFLAGS)
+$(B)/wsup: $(B)/obj/main.o $(CORE_OBJ) $(BIND_OBJ) scripts/host-exports.list
+	$(CC) $(CFLAGS) -o $@ $(LUAFIRST) $(filter %.o,$^) $(LUALIBS) $(HOSTLIBS) $(LIBS) $(LDFLAGS)
 
 $(B)/test_%: test/test_%.c $(CORE_OBJ) $(wildcard test/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(LDFLAGS)

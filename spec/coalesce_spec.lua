@@ -157,6 +157,11 @@ describe("coalescing", function()
         "external_metadata: key 2 is not a string")
       assert.has_error(function() up:enqueue({ external_metadata = { 1, k = 2 } }) end,
         "external_metadata: table mixes array items and other keys")
+      -- the same when the string keys come first in traversal order (the item in the hash part)
+      local mixed = { a = 1, b = 2, c = 3 }
+      mixed[1] = "x"
+      assert.has_error(function() up:enqueue({ external_metadata = mixed }) end,
+        "external_metadata: table mixes array items and other keys")
       wsup.run(HOUR)
       assert.same({ external_metadata = { 1, 2, { x = 3 } } }, sent[1].patch)
       assert.equals('{"external_metadata":[1,2,{"x":3}]}', sent[1].json)

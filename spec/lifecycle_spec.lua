@@ -62,6 +62,25 @@ describe("uploader lifecycle", function()
       end)
     end
 
+    it("read merge_keys once: an options table whose __index changes its answer is judged by the first", function()
+      -- regression: the option was looked up twice (check, then copy), and a second
+      -- answer that was not a list crashed the host
+      for _, second in ipairs({ 5, {}, { 1 } }) do
+        local n = 0
+        local opts = setmetatable({ send = ok_send }, { __index = function(_, k)
+          if k == "merge_keys" then
+            n = n + 1
+            return n == 1 and { "labels" } or second
+          end
+        end })
+        local up = wsup.uploader(opts)
+        up:enqueue({ labels = { a = 1 } })
+        up:enqueue({ labels = { b = 2 } })
+        assert.same({ labels = { a = 1, b = 2 } }, up:pending())
+        up:close()
+      end
+    end)
+
     it("reject an unknown option with a message naming it", function()
       local msg = error_of(wsup.uploader, { send = ok_send, base_delay = 100 })
       assert.matches("base_delay", msg, 1, true)

@@ -219,6 +219,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   hsock *k = (hsock *)p;
   http_client *c = p->data;
   if (!k->want) { uv_poll_stop(p); k->polling = 0; return; } /* idle: curl checks the connection before reuse */
+  if (status < 0) k->polling = 0; /* libuv stopped the handle on the error: re-arm on curl's next ask */
   int f = status < 0 ? CURL_CSELECT_ERR
                      : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
   int running;

@@ -127,7 +127,8 @@ static int enter(conv *cv, int idx) {
   if (cv->depth >= LW_MAXDEPTH) return fail(cv, "nesting deeper than " TEXT(LW_MAXDEPTH) " levels");
   for (int i = 1; i <= cv->depth; i++)
     if (cv->seen[i] == self) return fail(cv, "cycle: a table contains itself");
-  /* A C function starts with LUA_MINSTACK (20) free slots and each level takes 2. */
+  /* A C function starts with LUA_MINSTACK (20) free slots; a level takes 2 or 3
+   * (key, value, and an array walk or an error message): 15 at most by depth 6. */
   if (cv->depth >= 6 && !lua_checkstack(cv->L, 4)) return fail(cv, "too deep for the Lua stack");
   cv->seen[++cv->depth] = self;
   return 0;
@@ -174,8 +175,9 @@ typedef int (*put_fn)(conv *cv, void *to, const char *k, size_t kn, ps_val v); /
 
 /* Walks an object table: each key must be a UTF-8 string; each value is built and
  * handed to put. On failure, returns -1 with the error recorded. With `lenient`, a
- * first key that is not a string returns 1 instead, having put nothing (the table
- * is then no object: the caller builds it as a value). */
+ * key that is not a string returns 1 instead (the table is then no object: the
+ * caller takes back what was put and builds the table as a value, which tells an
+ * array from a mixed or sparse table). */
 static int entries(conv *cv, int idx, put_fn put, void *to, int lenient) {
   lua_State *L = cv->L;
   lua_pushnil(L);
@@ -203,7 +205,6 @@ static int entries(conv *cv, int idx, put_fn put, void *to, int lenient) {
       return -1;
     }
     lua_pop(L, 1);
-    lenient = 0;
   }
   return 0;
 }
@@ -272,7 +273,7 @@ static int build(conv *cv, int idx, ps_val *out) {
 }
 
 static int stage_grow(conv *cv) {
-  size_t cap = cv->cap * 2;
+  size_t cap = cv->cap ? cv->cap * 2 : STAGE_SMALL;
   ent *e = cv->e == cv->small ? malloc(cap * sizeof *e) : realloc(cv->e, cap * sizeof *e);
   if (!e) return -1;
   if (cv->e == cv->small) memcpy(e, cv->small, cv->n * sizeof *e);
@@ -316,7 +317,7 @@ static int stage_merge(conv *cv, int idx, const char *mk, size_t mkn) {
   cv->depth--;
   if (r == 1) {
     ps_val v;
-    cv->n = at; /* drop the slot entry: a null owns nothing */
+    while (cv->n > at) ps_free(&cv->e[--cv->n].v); /* the slot entry and what entries staged */
     if (build(cv, idx, &v) != 0 || stage(cv, NULL, 0, mk, mkn, v) != 0) return -1;
   }
   return 0;

@@ -159,13 +159,14 @@ static void check_opt_names(lua_State *L) {
   }
 }
 
-/* The merge_keys option, checked before anything is allocated: its length, or -1
- * when absent (the shared defaults). */
+/* The merge_keys option, looked up once and left on the stack (so that an __index
+ * cannot answer differently later), and checked before anything is allocated. Its
+ * length, or -1 when absent (the shared defaults). */
 static lua_Integer check_keys(lua_State *L) {
   lua_Integer n = -1;
   if (lua_getfield(L, 1, "merge_keys") != LUA_TNIL) {
     if (!lua_istable(L, -1)) luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
-    n = luaL_len(L, -1);
+    n = (lua_Integer)lua_rawlen(L, -1);
     if (n > PS_MAX_KEYS) luaL_error(L, "wsup.uploader: option 'merge_keys' has more than %d keys", PS_MAX_KEYS);
     for (lua_Integer i = 1; i <= n; i++) {
       if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
@@ -173,23 +174,25 @@ static lua_Integer check_keys(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  lua_pop(L, 1);
   return n;
 }
 
-/* Copies the checked merge_keys option into k; 0, or -1 out of memory (k emptied). */
-static int copy_keys(lua_State *L, lua_Integer n, ps_keys *k) {
+/* Copies the n checked keys of the list at idx into k. A finalizer run by the GC in
+ * between may have changed the list, so each item is checked again. 0; -1 when an
+ * item is no longer a string; -2 out of memory (k is emptied on failure). */
+static int copy_keys(lua_State *L, int idx, lua_Integer n, ps_keys *k) {
   int rc = 0;
-  lua_getfield(L, 1, "merge_keys");
   for (lua_Integer i = 1; i <= n && rc == 0; i++) {
     size_t len;
     const char *key;
-    lua_rawgeti(L, -1, i);
-    key = lua_tolstring(L, -1, &len); /* before len is read */
-    rc = ps_keys_add(k, key, len);
+    if (lua_rawgeti(L, idx, i) != LUA_TSTRING) {
+      rc = -1;
+    } else {
+      key = lua_tolstring(L, -1, &len); /* before len is read */
+      rc = ps_keys_add(k, key, len) == 0 ? 0 : -2;
+    }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
   if (rc != 0) ps_keys_free(k);
   return rc;
 }
@@ -199,7 +202,7 @@ static int l_uploader(lua_State *L) {
   int64_t base, max, jitter;
   ps_keys keys = {0};
   lua_Integer nkeys;
-  int is_http;
+  int is_http, keys_at, rc;
   lw_up *w;
   luaL_checktype(L, 1, LUA_TTABLE);
   check_opt_names(L);
@@ -217,6 +220,7 @@ static int l_uploader(lua_State *L) {
   max = lw_up_opt_ms(L, "max_delay_ms", 30000);
   jitter = lw_up_opt_ms(L, "jitter_ms", 500);
   nkeys = check_keys(L);
+  keys_at = lua_gettop(L); /* the list, or nil */
   if (lua_getfield(L, 1, "name") != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
     return luaL_error(L, "wsup.uploader: option 'name' must be a string");
   /* Userdata first, so an error while filling it leaks nothing: __gc frees. */
@@ -224,7 +228,9 @@ static int l_uploader(lua_State *L) {
   memset(w, 0, sizeof *w);
   w->anchor = LUA_NOREF;
   luaL_setmetatable(L, UP_MT);
-  if (nkeys >= 0 && copy_keys(L, nkeys, &keys) != 0) return luaL_error(L, "wsup.uploader: out of memory");
+  if (nkeys >= 0 && (rc = copy_keys(L, keys_at, nkeys, &keys)) != 0)
+    return luaL_error(L, rc == -1 ? "wsup.uploader: option 'merge_keys' must be a list of strings"
+                                  : "wsup.uploader: out of memory");
   w->c = c;
   upl_init(&w->u, &c->loop, &ops, w, nkeys >= 0 ? &keys : NULL);
   if (lua_type(L, -2) == LUA_TSTRING && !(w->name = strdup(lua_tostring(L, -2))))
@@ -421,6 +427,7 @@ static int up_tostring(lua_State *L) {
 static int up_gc(lua_State *L) {
   lw_up *w = checkup(L);
   if (w->c && w->c->open) upl_free(&w->u); /* w->c is set just before upl_init */
+  else if (w->c) upl_release(&w->u);        /* finalized after its context: the loop is gone */
   free(w->name);
   w->name = NULL;
   lw_uphttp_free(w);

@@ -88,6 +88,12 @@ void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys) {
 
 void upl_free(upl *u) {
   upl_close(u);
+  upl_release(u);
+}
+
+void upl_release(upl *u) {
+  ps_obj_free(u->pending);
+  u->pending = NULL;
   drop_payload(u);
   if (u->own_keys) ps_keys_free(u->own_keys);
   free(u->own_keys);

@@ -54,6 +54,7 @@ struct upl {
 /* keys: NULL for the default merge keys, else moved into u (*keys is left empty). */
 void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys);
 void upl_free(upl *u); /* closes and frees what u owns; the attempt in flight, if any, is abandoned */
+void upl_release(upl *u); /* frees what u owns without touching its loop (which may be gone) */
 
 /* Enqueue in two steps so a caller can fill pending without an intermediate copy:
  * upl_pending_obj gives the object to write into (created on demand), upl_commit

@@ -480,6 +480,25 @@ static void test_default_merge_keys_are_shared_and_custom_ones_owned(void **stat
   upl_free(&v); /* frees the keys: ASan and valgrind would see a leak */
 }
 
+static void test_release_frees_pending_payload_and_error_without_the_loop(void **state) {
+  upl v;
+  ps_keys k = {0};
+  (void)state;
+  assert_int_equal(ps_keys_add(&k, "cfg", 3), 0);
+  upl_init(&v, &L, &OPS, &F, &k);
+  assert_int_equal(ps_obj_set(upl_pending_obj(&v), "a", 1, ps_str("a string longer than inline", 27)), 0);
+  upl_commit(&v, 0); /* queues the start job on L */
+  wl_cancel(&L, &v.start); /* as if the loop had gone: release must not need it */
+  v.phase = UPL_IDLE;
+  v.payload = ps_obj_new(2);
+  v.last_error = strdup("boom");
+  upl_release(&v); /* ASan and valgrind check that nothing is left */
+  assert_null(v.pending);
+  assert_null(v.payload);
+  assert_null(v.own_keys);
+  assert_null(v.last_error);
+}
+
 /* ---- close --------------------------------------------------------------------- */
 
 static void test_close_during_backoff_stops_retries_and_drops_pending(void **state) {
@@ -753,6 +772,7 @@ int main(void) {
       T(test_drop_counts_dropped_and_sends_pending_next),
       T(test_last_error_is_none_until_a_failure_and_kept_to_one_line),
       T(test_default_merge_keys_are_shared_and_custom_ones_owned),
+      T(test_release_frees_pending_payload_and_error_without_the_loop),
       T(test_close_during_backoff_stops_retries_and_drops_pending),
       T(test_close_during_backoff_with_nothing_pending_still_marks_lost),
       T(test_close_during_send_lets_done_finish_without_retry),
