@@ -1,12 +1,21 @@
 # wsup — see README.md. `make` builds; `make test` and `make run` install what is missing first.
 CC      ?= cc
 PKGS    := libuv libcurl jansson libmicrohttpd libcrypto
+# Linked at start; libcurl, libmicrohttpd and libcrypto are loaded on first use instead
+# (src/dl.h: a process that never makes or serves a request skips ~6 MB of RSS), by
+# the SONAME of the library compiled against (unquoted: src/dl.h makes it a string).
+LINKPKGS := libuv jansson
+DLPKGS   := libcurl:CURL libmicrohttpd:MHD libcrypto:CRYPTO
+soname   = $(shell objdump -p $(shell pkg-config --variable=libdir $(1) 2>/dev/null)/$(1).so 2>/dev/null | sed -n 's/^ *SONAME *//p')
 LUAPKG  := lua5.4
 OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) $(SAN)
 CPPFLAGS += $(shell pkg-config --cflags $(LUAPKG) $(PKGS) 2>/dev/null) -Isrc
-LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+CPPFLAGS += $(foreach p,$(DLPKGS),$(if $(call soname,$(word 1,$(subst :, ,$(p)))),-DWSUP_$(word 2,$(subst :, ,$(p)))_SO=$(call soname,$(word 1,$(subst :, ,$(p))))))
+LIBS    := $(shell pkg-config --libs $(LINKPKGS) 2>/dev/null) -ldl -lm
+# The C tests talk to the code under test with libcurl and libmicrohttpd directly.
+TESTLIBS := $(shell pkg-config --libs libcurl libmicrohttpd 2>/dev/null)
 # The host links Lua statically, as upstream's lua interpreter does: the whole archive
 # (every API function, exported by scripts/host-exports.list for C modules such as
 # cjson.so), placed first so the VM's code sits at the same addresses whatever wsup's
@@ -59,7 +68,7 @@ $(B)/wsup: $(B)/obj/main.o $(CORE_OBJ) $(BIND_OBJ) scripts/host-exports.list
 	$(CC) $(CFLAGS) -o $@ $(LUAFIRST) $(filter %.o,$^) $(LUALIBS) $(HOSTLIBS) $(LIBS) $(LDFLAGS)
 
 $(B)/test_%: test/test_%.c $(CORE_OBJ) $(wildcard test/*.h) | $(B)/obj
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(LDFLAGS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(TESTLIBS) $(LDFLAGS)
 
 test: deps all $(TESTS)
 	@sh scripts/test.sh

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.." || exit 2
 B=build/fuzz
 secs=${FUZZ_SECONDS:-60}
 : "${CPPFLAGS:=$(pkg-config --cflags libuv libcurl jansson libmicrohttpd libcrypto) -Isrc}"
-: "${LIBS:=$(pkg-config --libs libuv libcurl jansson libmicrohttpd libcrypto) -lm}"
+: "${LIBS:=$(pkg-config --libs libuv jansson) -ldl -lm}"
 CFLAGS_F="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer \
 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
 OBJS=$(ls src/*.c | sed -n 's|^src/\([^l][^/]*\)\.c$|'$B'/obj/\1.o|p' | grep -v '/main\.o$')

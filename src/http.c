@@ -9,6 +9,8 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <locale.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +19,31 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dl.h"
+
+#ifdef WSUP_CURL_SO
+#define CURL_SO_NAME DL_STR(WSUP_CURL_SO) /* the SONAME compiled against (Makefile) */
+#else
+#define CURL_SO_NAME "libcurl.so.4"
+#endif
+
 #define POOL_MAX 4096               /* idle xfers (easy handle + buffers) kept for reuse: a fleet reuses, not re-creates */
 #define POOL_BUF_MAX (64 * 1024)    /* larger buffers are freed, not pooled */
 #define HDR_MAX (256 * 1024)        /* total response header bytes */
 #define BODY_DEFAULT (1024 * 1024)
 
 typedef struct buf { char *p; size_t len, cap; } buf;
+
+/* libcurl's functions, loaded with the first client (dl.h): a process that never makes a
+ * request does not map libcurl. Typed from curl.h, so a wrong signature cannot compile. */
+#define CURL_FNS(X)                                                                                 \
+  X(global_init) X(global_cleanup) X(easy_init) X(easy_cleanup) X(easy_setopt) X(easy_getinfo)      \
+  X(easy_strerror) X(multi_init) X(multi_cleanup) X(multi_setopt) X(multi_add_handle)               \
+  X(multi_remove_handle) X(multi_socket_action) X(multi_info_read) X(multi_strerror) X(slist_append) \
+  X(slist_free_all)
+/* Fields without the curl_ prefix: curl.h makes curl_easy_setopt and friends macros. */
+#define CURL_FIELD(f) __typeof__(curl_##f) *f; /* NOLINT(bugprone-macro-parentheses): f names a field */
+typedef struct curl_api { CURL_FNS(CURL_FIELD) } curl_api;
 
 typedef struct hsock {
   uv_poll_t poll;                   /* first: a uv_poll_t* is a hsock*; poll.data is the client */
@@ -51,6 +72,7 @@ struct http_xfer {
 };
 
 struct http_client {
+  curl_api api;                     /* first: what every call into libcurl goes through */
   uv_loop_t *loop;
   CURLM *multi;
   uv_timer_t timer;
@@ -82,9 +104,9 @@ static void buf_trim(buf *b) {
   if (b->cap > POOL_BUF_MAX) { free(b->p); b->p = NULL; b->cap = 0; }
 }
 
-static void xfer_free(http_xfer *x) {
-  if (x->easy) curl_easy_cleanup(x->easy);
-  curl_slist_free_all(x->slist);
+static void xfer_free(http_client *c, http_xfer *x) {
+  if (x->easy) c->api.easy_cleanup(x->easy);
+  c->api.slist_free_all(x->slist);
   free(x->req.p); free(x->body.p); free(x->hdr.p); free(x->hv);
   free(x);
 }
@@ -92,8 +114,9 @@ static void xfer_free(http_xfer *x) {
 static void finalize(http_client *c) {
   http_closed_fn closed = c->closed;
   void *ud = c->closed_ud;
+  __typeof__(curl_global_cleanup) *global_cleanup = c->api.global_cleanup;
   free(c);
-  curl_global_cleanup();
+  global_cleanup();
   if (closed) closed(ud);
 }
 
@@ -165,7 +188,7 @@ static void unlink_act(http_client *c, http_xfer *x) {
 }
 
 static void recycle(http_client *c, http_xfer *x) {
-  if (c->closing || c->n_pool >= POOL_MAX) { xfer_free(x); return; }
+  if (c->closing || c->n_pool >= POOL_MAX) { xfer_free(c, x); return; }
   buf_trim(&x->req); buf_trim(&x->body); buf_trim(&x->hdr);
   x->next = c->pool;
   c->pool = x;
@@ -173,13 +196,13 @@ static void recycle(http_client *c, http_xfer *x) {
 }
 
 static void finish(http_client *c, http_xfer *x, CURLcode rc) {
-  curl_multi_remove_handle(c->multi, x->easy);
+  c->api.multi_remove_handle(c->multi, x->easy);
   unlink_act(c, x);
   http_res r = { .err = (int)rc, .errmsg = "" };
-  if (rc == CURLE_OK) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
-  else r.errmsg = x->fail ? x->fail : x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+  if (rc == CURLE_OK) c->api.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
+  else r.errmsg = x->fail ? x->fail : x->errbuf[0] ? x->errbuf : c->api.easy_strerror(rc);
   curl_off_t up = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+  c->api.easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &up);
   r.bytes_sent = up > 0 ? (size_t)up : 0;
   if (x->n_hdr > x->hv_cap) {
     http_header *hv = realloc(x->hv, x->n_hdr * sizeof *hv);
@@ -206,11 +229,11 @@ static void finish(http_client *c, http_xfer *x, CURLcode rc) {
 static void check_done(http_client *c) {
   CURLMsg *m;
   int left;
-  while (!c->closing && (m = curl_multi_info_read(c->multi, &left))) {
+  while (!c->closing && (m = c->api.multi_info_read(c->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     char *priv = NULL;
     CURLcode rc = m->data.result;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+    c->api.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
     finish(c, (http_xfer *)priv, rc);
   }
 }
@@ -223,14 +246,14 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   int f = status < 0 ? CURL_CSELECT_ERR
                      : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
   int running;
-  curl_multi_socket_action(c->multi, k->fd, f, &running);
+  c->api.multi_socket_action(c->multi, k->fd, f, &running);
   check_done(c);
 }
 
 static void on_timer(uv_timer_t *t) {
   http_client *c = t->data;
   int running;
-  curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  c->api.multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   check_done(c);
 }
 
@@ -365,42 +388,43 @@ static const char *hdr_line(const http_req *r, const char *const *extra, size_t 
  * when it already matches (a fleet sends the same headers every time). 0, or -1 on OOM
  * (x->slist is then NULL). */
 static int set_headers(http_xfer *x, const http_req *r, const char *const *extra) {
+  http_client *c = x->c;
   size_t n = r->n_headers;
   while (extra[n - r->n_headers]) n++;
   const struct curl_slist *l = x->slist;
   size_t i = 0;
   for (; i < n && l && !strcmp(l->data, hdr_line(r, extra, i)); i++) l = l->next;
   if (i == n && !l) return 0;
-  curl_slist_free_all(x->slist);
+  c->api.slist_free_all(x->slist);
   x->slist = NULL;
   int oom = 0;
   for (i = 0; i < n && !oom; i++) {
-    struct curl_slist *nl = curl_slist_append(x->slist, hdr_line(r, extra, i));
+    struct curl_slist *nl = c->api.slist_append(x->slist, hdr_line(r, extra, i));
     if (nl) x->slist = nl; else oom = 1;
   }
-  if (oom) { curl_slist_free_all(x->slist); x->slist = NULL; }
-  curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->slist); /* never left pointing at a freed list */
+  if (oom) { c->api.slist_free_all(x->slist); x->slist = NULL; }
+  c->api.easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->slist); /* never left pointing at a freed list */
   return oom ? -1 : 0;
 }
 
 /* Options that are the same for every request of this client: set once per easy handle. */
 static void set_fixed(http_client *c, http_xfer *x) {
   CURL *e = x->easy;
-  curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  c->api.easy_setopt(e, CURLOPT_PRIVATE, x);
+  c->api.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  c->api.easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  c->api.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  c->api.easy_setopt(e, CURLOPT_WRITEDATA, x);
+  c->api.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  c->api.easy_setopt(e, CURLOPT_HEADERDATA, x);
+  c->api.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  c->api.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  c->api.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   /* The connection (and these) may outlive the easy handle, in the multi's cache: data is the client. */
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, sock_open);
-  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sock_closed);
-  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
+  c->api.easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, sock_open);
+  c->api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+  c->api.easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sock_closed);
+  c->api.easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
   x->configured = 1;
 }
 
@@ -412,7 +436,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
     c->pool = x->next;
     c->n_pool--;
   } else {
-    if (!(x = calloc(1, sizeof *x)) || !(x->easy = curl_easy_init())) {
+    if (!(x = calloc(1, sizeof *x)) || !(x->easy = c->api.easy_init())) {
       free(x);
       set_err(err, errlen, "out of memory");
       return NULL;
@@ -434,44 +458,44 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   const char *extra[3] = { NULL, NULL, NULL };
   if (body) { extra[0] = "Expect:"; extra[1] = ctype ? NULL : "Content-Type:"; }
   oom = set_headers(x, r, extra) != 0;
-  curl_easy_setopt(e, CURLOPT_NOBODY, 0L);          /* before POSTFIELDS: a HEAD's no-body flag outlives POSTFIELDS */
+  c->api.easy_setopt(e, CURLOPT_NOBODY, 0L);          /* before POSTFIELDS: a HEAD's no-body flag outlives POSTFIELDS */
   if (body && !oom) {
     if (buf_reserve(&x->req, r->body_len) == 0) {
       memcpy(x->req.p, body, r->body_len);
       x->req.len = r->body_len;
-      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req.p);
+      c->api.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+      c->api.easy_setopt(e, CURLOPT_POSTFIELDS, x->req.p);
     } else {
       oom = 1;
     }
   }
   if (!body || oom) {                               /* no body: plain GET unless a method is set below */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
-    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    c->api.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    c->api.easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
+    c->api.easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
   if (oom) { set_err(err, errlen, "out of memory"); recycle(c, x); return NULL; }
 
-  curl_easy_setopt(e, CURLOPT_URL, r->url);
-  curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(r->url, "https:", 6) == 0 ? 1L : 0L); /* prefer h2 multiplexing */
+  c->api.easy_setopt(e, CURLOPT_URL, r->url);
+  c->api.easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(r->url, "https:", 6) == 0 ? 1L : 0L); /* prefer h2 multiplexing */
   if (strcmp(method, "GET") == 0) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, body ? method : (const char *)NULL);
+    c->api.easy_setopt(e, CURLOPT_CUSTOMREQUEST, body ? method : (const char *)NULL);
   } else if (strcmp(method, "HEAD") == 0) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    c->api.easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    c->api.easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    c->api.easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   }
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, r->max_redirects > 0 ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects > 0 ? r->max_redirects : -1L);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r->insecure ? 0L : 1L);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r->insecure ? 0L : 2L);
+  c->api.easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
+  c->api.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
+  c->api.easy_setopt(e, CURLOPT_FOLLOWLOCATION, r->max_redirects > 0 ? 1L : 0L);
+  c->api.easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects > 0 ? r->max_redirects : -1L);
+  c->api.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r->insecure ? 0L : 1L);
+  c->api.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r->insecure ? 0L : 2L);
 
-  CURLMcode mc = curl_multi_add_handle(c->multi, e);
+  CURLMcode mc = c->api.multi_add_handle(c->multi, e);
   if (mc != CURLM_OK) {
-    set_err(err, errlen, "%s", curl_multi_strerror(mc));
+    set_err(err, errlen, "%s", c->api.multi_strerror(mc));
     recycle(c, x);
     return NULL;
   }
@@ -486,32 +510,54 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
 void http_cancel(http_xfer *x) {
   if (!x || x->in_cb) return;
   http_client *c = x->c;
-  curl_multi_remove_handle(c->multi, x->easy);
+  c->api.multi_remove_handle(c->multi, x->easy);
   unlink_act(c, x);
   recycle(c, x);
 }
 
-http_client *http_client_new(uv_loop_t *loop) {
-  if (!loop || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return NULL;
-  http_client *c = calloc(1, sizeof *c);
-  if (!c || !(c->multi = curl_multi_init()) || uv_timer_init(loop, &c->timer) != 0) {
-    if (c && c->multi) curl_multi_cleanup(c->multi);
+/* Fills c->api from libcurl, loading it on the first call in the process. */
+static int load_curl(http_client *c, char *err, size_t errlen) {
+  void *lib = dl_open(CURL_SO_NAME, err, errlen);
+#define CURL_LOAD(f) || dl_sym(lib, "curl_" #f, &c->api.f, err, errlen) != 0
+  if (!lib CURL_FNS(CURL_LOAD)) return -1;
+#undef CURL_LOAD
+  return 0;
+}
+
+http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen) {
+  http_client *c = loop ? calloc(1, sizeof *c) : NULL;
+  if (!c) {
+    set_err(err, errlen, "%s", loop ? "out of memory" : "invalid argument");
+    return NULL;
+  }
+  if (load_curl(c, err, errlen) != 0) {
     free(c);
-    curl_global_cleanup();
+    return NULL;
+  }
+  if (c->api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    set_err(err, errlen, "curl_global_init failed");
+    free(c);
+    return NULL;
+  }
+  if (!(c->multi = c->api.multi_init()) || uv_timer_init(loop, &c->timer) != 0) {
+    if (c->multi) c->api.multi_cleanup(c->multi);
+    c->api.global_cleanup();
+    free(c);
+    set_err(err, errlen, "out of memory");
     return NULL;
   }
   c->loop = loop;
   c->timer.data = c;
   uv_unref((uv_handle_t *)&c->timer);
   CURLM *m = c->multi;
-  curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, curl_sock_cb);
-  curl_multi_setopt(m, CURLMOPT_SOCKETDATA, c);
-  curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-  curl_multi_setopt(m, CURLMOPT_TIMERDATA, c);
-  curl_multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-  curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);  /* unlimited */
-  curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L); /* unlimited */
-  curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, 10000L);       /* idle connection cache */
+  c->api.multi_setopt(m, CURLMOPT_SOCKETFUNCTION, curl_sock_cb);
+  c->api.multi_setopt(m, CURLMOPT_SOCKETDATA, c);
+  c->api.multi_setopt(m, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+  c->api.multi_setopt(m, CURLMOPT_TIMERDATA, c);
+  c->api.multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  c->api.multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);  /* unlimited */
+  c->api.multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L); /* unlimited */
+  c->api.multi_setopt(m, CURLMOPT_MAXCONNECTS, 10000L);       /* idle connection cache */
   return c;
 }
 
@@ -520,18 +566,19 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
   c->closing = 1;
   c->closed = closed;
   c->closed_ud = ud;
-  while (c->act) {
-    http_xfer *x = c->act;
-    curl_multi_remove_handle(c->multi, x->easy);
-    unlink_act(c, x);
-    xfer_free(x);
+  for (http_xfer *x = c->act, *next; x; x = next) { /* the timer is closed below: no unref needed */
+    next = x->next;
+    c->api.multi_remove_handle(c->multi, x->easy);
+    xfer_free(c, x);
   }
+  c->act = NULL;
+  c->n_act = 0;
   while (c->pool) {
     http_xfer *x = c->pool;
     c->pool = x->next;
-    xfer_free(x);
+    xfer_free(c, x);
   }
-  curl_multi_cleanup(c->multi);   /* closes cached connections, through sock_closed */
+  c->api.multi_cleanup(c->multi);   /* closes cached connections, through sock_closed */
   c->multi = NULL;
   for (size_t i = 0; i < c->n_fds; i++)
     if (c->fds[i].k) sock_drop(c, c->fds[i].k);
@@ -540,6 +587,21 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
   c->n_fds = 0;
   c->pending++;
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+/* An HTTP-date (RFC 9110 5.6.7: the IMF-fixdate, and the obsolete RFC 850 and asctime
+ * forms a recipient must accept), in seconds since the epoch; -1 when v is none. */
+static time_t http_date(const char *v) {
+  static const char *const forms[] = {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"};
+  locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0); /* day and month names are English whatever the process's locale */
+  time_t t = (time_t)-1;
+  for (size_t i = 0; c && t == (time_t)-1 && i < sizeof forms / sizeof *forms; i++) {
+    struct tm tm = {0};
+    const char *end = strptime_l(v, forms[i], &tm, c);
+    if (end && *end == '\0') t = timegm(&tm);
+  }
+  if (c) freelocale(c);
+  return t;
 }
 
 int64_t http_retry_after_ms(const char *v, time_t now) {
@@ -552,7 +614,7 @@ int64_t http_retry_after_ms(const char *v, time_t now) {
     while (*v == ' ' || *v == '\t') v++;
     return *v ? -1 : s * 1000;
   }
-  time_t t = curl_getdate(v, NULL);
+  time_t t = http_date(v);
   if (t == (time_t)-1) return -1;
   return t <= now ? 0 : ((int64_t)t - (int64_t)now) * 1000;
 }

@@ -42,7 +42,7 @@ typedef struct http_req {
 } http_req;
 
 /* Caller owns the client (free with http_client_close); loop is borrowed and must outlive it. NULL on failure. */
-http_client *http_client_new(uv_loop_t *loop);
+http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen); /* NULL with a message in err */
 
 /* Starts a transfer; everything in r is copied. The client owns the xfer; the handle is valid until done
  * has returned or http_cancel was called. done runs later from the loop (never inside http_start),

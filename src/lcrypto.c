@@ -1,9 +1,34 @@
-/* lcrypto.c: HMAC for send policies that sign requests, from OpenSSL (already
- * linked by libcurl's TLS), never hand-written. */
+/* lcrypto.c: HMAC for send policies that sign requests, from OpenSSL's libcrypto
+ * (loaded on first use, see dl.h; libcurl's TLS loads it too), never hand-written. */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <string.h>
 
+#include "dl.h"
 #include "lwsup.h"
+
+#ifdef WSUP_CRYPTO_SO
+#define CRYPTO_SO_NAME DL_STR(WSUP_CRYPTO_SO) /* the SONAME compiled against (Makefile) */
+#else
+#define CRYPTO_SO_NAME "libcrypto.so.3"
+#endif
+
+/* The functions used, typed from OpenSSL's headers; in the closure's upvalue. */
+typedef struct crypto_api {
+  __typeof__(HMAC) *hmac;
+  __typeof__(EVP_sha256) *sha256;
+} crypto_api;
+
+static int load_crypto(crypto_api *a, char *err, size_t errlen) {
+  void *lib;
+  if (a->hmac) return 0;
+  if (!(lib = dl_open(CRYPTO_SO_NAME, err, errlen)) || dl_sym(lib, "EVP_sha256", &a->sha256, err, errlen) != 0 ||
+      dl_sym(lib, "HMAC", &a->hmac, err, errlen) != 0) {
+    a->hmac = NULL;
+    return -1;
+  }
+  return 0;
+}
 
 /* wsup.hmac_sha256(key, data [, "hex"|"raw"]) */
 static int l_hmac_sha256(lua_State *L) {
@@ -14,7 +39,10 @@ static int l_hmac_sha256(lua_State *L) {
   int form = luaL_checkoption(L, 3, "hex", forms);
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  if (!HMAC(EVP_sha256(), key, (int)kn, (const unsigned char *)data, dn, mac, &n))
+  crypto_api *a = lua_touserdata(L, lua_upvalueindex(1));
+  char err[256];
+  if (load_crypto(a, err, sizeof err) != 0) return luaL_error(L, "wsup.hmac_sha256: %s", err);
+  if (!a->hmac(a->sha256(), key, (int)kn, (const unsigned char *)data, dn, mac, &n))
     return luaL_error(L, "wsup.hmac_sha256: OpenSSL failed");
   if (form == 1) {
     lua_pushlstring(L, (const char *)mac, n);
@@ -31,6 +59,7 @@ static int l_hmac_sha256(lua_State *L) {
 }
 
 void lw_open_crypto(lua_State *L) {
-  lua_pushcfunction(L, l_hmac_sha256);
+  memset(lua_newuserdatauv(L, sizeof(crypto_api), 0), 0, sizeof(crypto_api));
+  lua_pushcclosure(L, l_hmac_sha256, 1);
   lua_setfield(L, -2, "hmac_sha256");
 }

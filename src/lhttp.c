@@ -12,8 +12,8 @@
 #define MAX_HEADERS 64
 
 
-http_client *lw_http(lw_ctx *c) {
-  if (!c->http) c->http = http_client_new(&c->loop.uv);
+http_client *lw_http(lw_ctx *c, char *err, size_t errlen) {
+  if (!c->http) c->http = http_client_new(&c->loop.uv, err, errlen);
   return c->http;
 }
 
@@ -81,7 +81,7 @@ const char *lw_hres_header(const lw_hres *h, const char *name) {
 }
 
 const char *lw_hres_error(const lw_hres *h) {
-  return h->errmsg[0] ? h->errmsg : curl_easy_strerror((CURLcode)h->err);
+  return h->errmsg[0] ? h->errmsg : "transport error"; /* http.c always gives a message */
 }
 
 /* Pushes nil, message, code for a transport failure, else {status=, headers=, body=}. */
@@ -204,7 +204,8 @@ static int l_request(lua_State *L) {
   else if (!lua_isnil(L, hidx)) return luaL_error(L, "wsup.http.request: 'headers' must be a table");
   r.headers = lines;
   r.n_headers = (size_t)n;
-  if (!lw_http(c)) return luaL_error(L, "wsup.http.request: cannot start the HTTP client");
+  char why[256];
+  if (!lw_http(c, why, sizeof why)) return luaL_error(L, "wsup.http.request: cannot start the HTTP client: %s", why);
   h = lua_newuserdatauv(L, sizeof *h, 0);
   memset(h, 0, sizeof *h);
   h->c = c;

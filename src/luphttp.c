@@ -162,7 +162,11 @@ void lw_uphttp_send(upl *u) {
   int n = 0, top = lua_gettop(L);
   http_req r = {0};
   if (w->c->loop.virt) return fail_now(w, "HTTP needs the real clock, and wsup.clock() is \"virtual\"");
-  if (!lw_http(w->c)) return fail_now(w, "cannot start the HTTP client");
+  char why[256], msg[300];
+  if (!lw_http(w->c, why, sizeof why)) {
+    snprintf(msg, sizeof msg, "cannot start the HTTP client: %s", why);
+    return fail_now(w, msg);
+  }
   lines[n++] = CT_JSON;
   for (int i = 0; i < h->n; i++) lines[n++] = h->lines[i];
   if (h->headers_fn) {

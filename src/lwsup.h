@@ -109,7 +109,7 @@ int lw_uploaders_idle(lw_ctx *c);   /* nothing pending or in flight anywhere */
 void lw_log(lw_ctx *c, int level, const char *who, const char *fmt, ...);
 void lw_redact_url(char *dst, size_t n, const char *url); /* user:pass@ -> ***@ */
 
-http_client *lw_http(lw_ctx *c);      /* the shared client, created on first use; NULL on failure */
+http_client *lw_http(lw_ctx *c, char *err, size_t errlen); /* the shared client, created on first use; NULL with a message */
 const char *lw_http_code(int curl_err); /* "timeout", "refused", "dns", "reset", ... */
 /* A finished transfer, copied out of libcurl's buffers. */
 typedef struct lw_hres {

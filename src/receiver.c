@@ -22,6 +22,22 @@
 #include <string.h>
 #include <time.h>
 
+#include "dl.h"
+
+#ifdef WSUP_MHD_SO
+#define MHD_SO_NAME DL_STR(WSUP_MHD_SO) /* the SONAME compiled against (Makefile) */
+#else
+#define MHD_SO_NAME "libmicrohttpd.so.12"
+#endif
+
+/* libmicrohttpd's functions, loaded when a receiver starts (dl.h). Typed from microhttpd.h. */
+#define MHD_FNS(X)                                                                                  \
+  X(MHD_start_daemon) X(MHD_stop_daemon) X(MHD_get_daemon_info) X(MHD_create_response_from_buffer) \
+  X(MHD_add_response_header) X(MHD_destroy_response) X(MHD_queue_response)                         \
+  X(MHD_lookup_connection_value) X(MHD_suspend_connection) X(MHD_resume_connection)
+#define MHD_FIELD(f) __typeof__(f) *f; /* NOLINT(bugprone-macro-parentheses): f names a field */
+typedef struct mhd_api { MHD_FNS(MHD_FIELD) } mhd_api;
+
 #define RCV_MAX_BODY (1024 * 1024)
 #define RCV_STATUSES 1000 /* MHD only sends status codes 100..999 */
 #define RCV_CONN_LIMIT 4096u
@@ -58,6 +74,7 @@ struct chaos {
 enum chaos_act { CHAOS_NONE, CHAOS_FAIL, CHAOS_DROP, CHAOS_DROP_APPLIED };
 
 struct rcv {
+  mhd_api api;                 /* set before any thread starts, read-only after */
   struct MHD_Daemon *d;
   pthread_t timer;
   pthread_mutex_t mu;          /* guards the fields up to log_ud */
@@ -243,18 +260,18 @@ static bool route(rcv *r, struct req *q, const char *method, const char *url,
 }
 
 /* Returns a new response carrying rep (compact JSON keeps integers exact), or NULL. */
-static struct MHD_Response *respond(const struct reply *rep) {
+static struct MHD_Response *respond(const rcv *r, const struct reply *rep) {
   char *s = rep->body ? json_dumps(rep->body, JSON_COMPACT) : NULL;
   struct MHD_Response *resp =
-      s ? MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
+      s ? r->api.MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE) : NULL;
   if (!resp) {
     free(s);
     return NULL;
   }
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+  r->api.MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   if (rep->status == MHD_HTTP_METHOD_NOT_ALLOWED)
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, PUT");
-  if (rep->retry[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, rep->retry);
+    r->api.MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, PUT");
+  if (rep->retry[0]) r->api.MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, rep->retry);
   return resp;
 }
 
@@ -280,7 +297,7 @@ static int decide(rcv *r, struct req *q, const char *method, const char *url) {
   if (fn) fn(ud, method, url, q->drop ? 0 : rep.status, rep.status == MHD_HTTP_OK ? rep.body : NULL);
   q->decided = true;
   q->status = rep.status;
-  q->resp = q->drop ? NULL : respond(&rep);
+  q->resp = q->drop ? NULL : respond(r, &rep);
   json_decref(rep.body);
   free(q->buf);
   q->buf = NULL;
@@ -322,7 +339,7 @@ static bool park(rcv *r, struct MHD_Connection *c, struct req *q) {
   if (parked) {
     q->due_ms = now_ms() + ms;
     q->conn = c;
-    MHD_suspend_connection(c); /* before listing it, so no resume can come first */
+    r->api.MHD_suspend_connection(c); /* before listing it, so no resume can come first */
     q->next = r->parked;
     r->parked = q;
     pthread_cond_signal(&r->cv);
@@ -348,10 +365,10 @@ static struct req *take_due(rcv *r, long long now, long long *next) {
 }
 
 /* Called without the lock: MHD may finish and free q as soon as it is resumed. */
-static void resume_all(struct req *q) {
+static void resume_all(const rcv *r, struct req *q) {
   while (q) {
     struct req *next = q->next;
-    MHD_resume_connection(q->conn);
+    r->api.MHD_resume_connection(q->conn);
     q = next;
   }
 }
@@ -366,7 +383,7 @@ static void *timer_main(void *arg) {
     next = LLONG_MAX;
     if ((due = take_due(r, now_ms(), &next)) != NULL) {
       pthread_mutex_unlock(&r->mu);
-      resume_all(due);
+      resume_all(r, due);
       pthread_mutex_lock(&r->mu);
     } else if (next == LLONG_MAX) {
       pthread_cond_wait(&r->cv, &r->mu);
@@ -394,7 +411,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     *slot = q;
     q->want_body = path_ok(url) && strcmp(method, MHD_HTTP_METHOD_PUT) == 0;
     /* A declared oversize is refused now, before any of it is read. */
-    len = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    len = r->api.MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     q->too_big = q->want_body && len && strtoull(len, NULL, 10) > r->max_body;
     if (!q->too_big) return MHD_YES;
   } else if (*size) {
@@ -405,18 +422,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
   if (!q->decided && decide(r, q, method, url) != 0) return MHD_NO;
   if (!q->waited && park(r, c, q)) return MHD_YES;
   if (q->drop) return MHD_NO; /* closes the connection without a response */
-  rc = MHD_queue_response(c, (unsigned int)q->status, q->resp);
-  MHD_destroy_response(q->resp);
+  rc = r->api.MHD_queue_response(c, (unsigned int)q->status, q->resp);
+  r->api.MHD_destroy_response(q->resp);
   q->resp = NULL;
   return rc;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **slot,
                          enum MHD_RequestTerminationCode why) {
+  const rcv *r = cls;
   struct req *q = *slot;
-  (void)cls, (void)c, (void)why;
+  (void)c, (void)why;
   if (!q) return;
-  if (q->resp) MHD_destroy_response(q->resp);
+  if (q->resp) r->api.MHD_destroy_response(q->resp);
   free(q->buf);
   free(q);
   *slot = NULL;
@@ -517,10 +535,16 @@ rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
   if (make_addr(o->host ? o->host : "127.0.0.1", o->port, &a, &flags) != 0)
     return start_failed(NULL, "bad host (numeric IPv4/IPv6 expected) or port", err, errlen);
   if (!(r = create(o))) return start_failed(NULL, "out of memory", err, errlen);
+  {
+    void *lib = dl_open(MHD_SO_NAME, r->err, sizeof r->err);
+#define MHD_LOAD(f) || dl_sym(lib, #f, &r->api.f, r->err, sizeof r->err) != 0
+    if (!lib MHD_FNS(MHD_LOAD)) return start_failed(r, r->err, err, errlen);
+#undef MHD_LOAD
+  }
   if (pthread_create(&r->timer, NULL, timer_main, r) != 0)
     return start_failed(r, "cannot start the timer thread", err, errlen);
   /* MHD binds to a, but names the port argument in its messages. */
-  r->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, r,
+  r->d = r->api.MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, r,
                           MHD_OPTION_EXTERNAL_LOGGER, on_log, r, /* must come first */
                           MHD_OPTION_SOCK_ADDR, &a.sa,
                           MHD_OPTION_CONNECTION_LIMIT, RCV_CONN_LIMIT,
@@ -531,7 +555,7 @@ rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
     stop_timer(r);
     return start_failed(r, r->err[0] ? r->err : "cannot start the HTTP daemon", err, errlen);
   }
-  info = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_BIND_PORT);
+  info = r->api.MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_BIND_PORT);
   r->port = info ? info->port : 0;
   return r;
 }
@@ -544,8 +568,8 @@ void rcv_stop(rcv *r) {
   pthread_mutex_lock(&r->mu);
   left = take_due(r, LLONG_MAX, &next);
   pthread_mutex_unlock(&r->mu);
-  resume_all(left);
-  MHD_stop_daemon(r->d);
+  resume_all(r, left);
+  r->api.MHD_stop_daemon(r->d);
   destroy(r);
 }
 

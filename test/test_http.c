@@ -167,7 +167,8 @@ static void env_init(env *e) {
   e->watchdog.data = e;
   uv_timer_start(&e->watchdog, on_watchdog, 10000, 0);
   uv_unref((uv_handle_t *)&e->watchdog);
-  assert_non_null(e->c = http_client_new(&e->loop));
+  char err[256];
+  assert_non_null(e->c = http_client_new(&e->loop, err, sizeof err));
 }
 
 static const char *url(env *e, srv *s, const char *path) {
@@ -579,6 +580,13 @@ static void test_idle_peer_close(void **state) {
   env_done(&e);
 }
 
+static void test_client_new_says_why_it_fails(void **state) {
+  char err[256] = "";
+  (void)state;
+  assert_null(http_client_new(NULL, err, sizeof err));
+  assert_string_equal(err, "invalid argument");
+}
+
 static void test_retry_after_parse(void **state) {
   (void)state;
   time_t now = time(NULL);
@@ -593,6 +601,13 @@ static void test_retry_after_parse(void **state) {
   time_t past = now - 3600;
   strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&past, &tm));
   assert_int_equal(http_retry_after_ms(date, now), 0);
+  /* The obsolete forms a recipient must accept (RFC 9110 5.6.7), and a fixed date. */
+  strftime(date, sizeof date, "%A, %d-%b-%y %H:%M:%S GMT", gmtime_r(&fut, &tm));
+  assert_int_equal(http_retry_after_ms(date, now), 120000);
+  strftime(date, sizeof date, "%a %b %e %H:%M:%S %Y", gmtime_r(&fut, &tm));
+  assert_int_equal(http_retry_after_ms(date, now), 120000);
+  assert_int_equal(http_retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 10), 10000);
+  assert_int_equal(http_retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT trailing", 0), -1);
   assert_int_equal(http_retry_after_ms("soon", now), -1);
   assert_int_equal(http_retry_after_ms("", now), -1);
   assert_int_equal(http_retry_after_ms(NULL, now), -1);
@@ -663,7 +678,8 @@ int main(void) {
     cmocka_unit_test(test_fd_reuse),
     cmocka_unit_test(test_resolver_sockets),
     cmocka_unit_test(test_idle_peer_close),
-    cmocka_unit_test(test_retry_after_parse),
+    cmocka_unit_test(test_client_new_says_why_it_fails),
+      cmocka_unit_test(test_retry_after_parse),
     cmocka_unit_test(test_bench_keepalive),
   };
   return cmocka_run_group_tests(tests, srv_setup, srv_teardown);
