@@ -288,4 +288,74 @@ describe("HTTP sender against nginx", function()
     assert.matches("timeout", up:stats().last_error)
     up:close()
   end)
+
+  -- The lines of nginx's tls.log: protocol, connection number, method, uri, status.
+  local function tls_log()
+    local rows = {}
+    local f = io.open(nginx.prefix .. "/tls.log")
+    for line in (f and f:read("a") or ""):gmatch("[^\n]+") do
+      local proto, conn, method, uri, status = line:match("^(%S+) (%d+) (%S+) (%S+) (%d+)$")
+      if proto then rows[#rows + 1] = { proto = proto, conn = conn, method = method, uri = uri, status = status } end
+    end
+    if f then f:close() end
+    return rows
+  end
+
+  it("delivers over HTTPS with HTTP/2 (insecure = true for a self-signed certificate)", function()
+    assert(nginx, why)
+    local up = wsup.uploader { url = nginx.tls_url .. "/worker/tls", insecure = true }
+    up:enqueue { worker_status = "busy", external_metadata = { n = 123456789012345678 } }
+    assert.is_true(up:flush(5000))
+    local res = assert(wsup.http.request { url = nginx.tls_url .. "/worker/tls", insecure = true })
+    assert.equals(200, res.status)
+    assert.equals('{"worker_status":"busy","external_metadata":{"n":123456789012345678}}', res.body)
+    local puts = 0
+    for _, row in ipairs(tls_log()) do
+      if row.method == "PUT" and row.uri == "/worker/tls" then
+        puts = puts + 1
+        assert.equals("HTTP/2.0", row.proto)
+      end
+    end
+    assert.equals(1, puts)
+    up:close()
+  end)
+
+  it("refuses a certificate it cannot verify, says so, and keeps the state to retry", function()
+    assert(nginx, why)
+    local res, msg, code = wsup.http.request { url = nginx.tls_url .. "/worker/tls" }
+    assert.is_nil(res)
+    assert.equals("tls", code)
+    assert.matches("certificate", msg)
+    local up = wsup.uploader { url = nginx.tls_url .. "/worker/refused", base_delay_ms = 5000 }
+    up:enqueue { worker_status = "idle" }
+    assert.is_false(up:flush(1000))
+    local st = up:stats()
+    assert.equals(0, st.delivered)
+    assert.equals(1, st.failures)
+    assert.matches("certificate", st.last_error)
+    up:close()
+  end)
+
+  it("multiplexes many uploaders over a few HTTP/2 connections", function()
+    assert(nginx, why)
+    local ups = {}
+    for i = 1, 50 do
+      ups[i] = wsup.uploader { url = ("%s/worker/mux%d"):format(nginx.tls_url, i), insecure = true }
+      ups[i]:enqueue { worker_status = "busy", n = i }
+    end
+    for i = 1, 50 do assert.is_true(ups[i]:flush(5000)) end
+    local conns, puts = {}, 0
+    for _, row in ipairs(tls_log()) do
+      if row.method == "PUT" and row.uri:match("^/worker/mux") then
+        puts = puts + 1
+        conns[row.conn] = true
+        assert.equals("201", row.status) -- a new file each
+      end
+    end
+    local n = 0
+    for _ in pairs(conns) do n = n + 1 end
+    assert.equals(50, puts)
+    assert.is_true(n <= 2, ("50 PUTs came on %d connections"):format(n))
+    for i = 1, 50 do ups[i]:close() end
+  end)
 end)
