@@ -61,6 +61,7 @@ struct http_xfer {
   CURL *easy;
   struct curl_slist *slist;         /* owned; kept with the pooled handle while the next request's headers match */
   int configured;                   /* the per-handle (fixed) options are set */
+  const char *default_ca;           /* libcurl's built-in CA bundle path (its own static string), or NULL */
   http_done_fn done;
   void *ud;
   size_t max_body, n_hdr, hv_cap;
@@ -425,6 +426,8 @@ static void set_fixed(http_client *c, http_xfer *x) {
   c->api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sock_closed);
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
+  /* CURLOPT_CAINFO NULL means "no CA file", not "the default": kept to restore it after a ca_file. */
+  if (c->api.easy_getinfo(e, CURLINFO_CAINFO, &x->default_ca) != CURLE_OK) x->default_ca = NULL;
   x->configured = 1;
 }
 
@@ -492,6 +495,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   c->api.easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects > 0 ? r->max_redirects : -1L);
   c->api.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r->insecure ? 0L : 1L);
   c->api.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r->insecure ? 0L : 2L);
+  c->api.easy_setopt(e, CURLOPT_CAINFO, r->ca_file ? r->ca_file : x->default_ca);
 
   CURLMcode mc = c->api.multi_add_handle(c->multi, e);
   if (mc != CURLM_OK) {

@@ -39,6 +39,7 @@ typedef struct http_req {
   size_t max_body;        /* response body limit; 0 = 1 MiB; over it: err != 0, errmsg "response body over limit" */
   long max_redirects;     /* 0 = do not follow redirects; n > 0 follows up to n (http/https only) */
   int insecure;           /* 1 disables TLS peer/host verification; default verifies */
+  const char *ca_file;    /* CA certificates (PEM) to verify with instead of the system's; NULL: the system's */
 } http_req;
 
 /* Caller owns the client (free with http_client_close); loop is borrowed and must outlive it. NULL on failure. */

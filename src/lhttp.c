@@ -28,7 +28,17 @@ const char *lw_http_code(int err) {
   case CURLE_GOT_NOTHING: return "reset";
   case CURLE_WRITE_ERROR: return "too_large";
   case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_SSL_CONNECT_ERROR: return "tls";
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ENGINE_NOTFOUND:
+  case CURLE_SSL_ENGINE_SETFAILED:
+  case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_CRL_BADFILE:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS: return "tls";
   default: return "transport";
   }
 }
@@ -199,6 +209,8 @@ static int l_request(lua_State *L) {
   r.max_body = (size_t)opt_long(L, "max_body", 1 << 20);
   lua_getfield(L, 1, "insecure");
   r.insecure = lua_toboolean(L, -1);
+  if (lua_getfield(L, 1, "ca_file") == LUA_TSTRING) r.ca_file = lua_tostring(L, -1);
+  else if (!lua_isnil(L, -1)) return luaL_error(L, "wsup.http.request: 'ca_file' must be a string");
   hidx = lua_gettop(L) + 1;
   if (lua_getfield(L, 1, "headers") == LUA_TTABLE) n = lw_header_lines(L, -1, lines, MAX_HEADERS, "wsup.http.request");
   else if (!lua_isnil(L, hidx)) return luaL_error(L, "wsup.http.request: 'headers' must be a table");

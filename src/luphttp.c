@@ -17,6 +17,7 @@ struct lw_uphttp {
   int headers_fn, classify_fn; /* the functions live in user values */
   long timeout_ms, connect_timeout_ms;
   int insecure;
+  char *ca_file;             /* owned; NULL: the system's CAs */
   int64_t max_retry_after_ms;
   http_xfer *x;              /* the attempt in flight */
   wl_job finish;             /* completion, run from the loop */
@@ -44,6 +45,14 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
   lua_getfield(L, 1, "insecure");
   if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) luaL_error(L, "wsup.uploader: option 'insecure' must be a boolean");
   h->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  switch (lua_getfield(L, 1, "ca_file")) {
+  case LUA_TNIL: break;
+  case LUA_TSTRING:
+    if (!(h->ca_file = strdup(lua_tostring(L, -1)))) luaL_error(L, "wsup.uploader: out of memory");
+    break;
+  default: luaL_error(L, "wsup.uploader: option 'ca_file' must be a string");
+  }
   lua_pop(L, 1);
   switch (lua_getfield(L, 1, "headers")) {
   case LUA_TNIL: break;
@@ -79,6 +88,7 @@ void lw_uphttp_free(lw_up *w) {
   if (w->c && w->c->open) wl_cancel(&w->c->loop, &h->finish);
   for (int i = 0; i < h->n; i++) free(h->lines[i]);
   lw_hres_clear(&h->res);
+  free(h->ca_file);
   free(h->url);
   free(h);
   w->http = NULL;
@@ -190,6 +200,7 @@ void lw_uphttp_send(upl *u) {
   r.timeout_ms = h->timeout_ms;
   r.connect_timeout_ms = h->connect_timeout_ms;
   r.insecure = h->insecure;
+  r.ca_file = h->ca_file;
   h->x = http_start(w->c->http, &r, on_done, w, err, sizeof err);
   lua_settop(L, top);
   if (!h->x) fail_now(w, err);

@@ -148,7 +148,7 @@ int64_t lw_up_opt_ms(lua_State *L, const char *name, int64_t def) {
 static void check_opt_names(lua_State *L) {
   static const char *const known[] = {"send", "base_delay_ms", "max_delay_ms", "jitter_ms", "merge_keys",
                                       "name", "on_error", "url", "headers", "timeout_ms", "connect_timeout_ms",
-                                      "insecure", "classify", "max_retry_after_ms", NULL};
+                                      "insecure", "ca_file", "classify", "max_retry_after_ms", NULL};
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     int i = 0;

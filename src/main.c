@@ -19,6 +19,7 @@ static const char usage[] =
     "usage: wsup [-v|-q] [--drain-ms N] SCRIPT.lua [args...]   run a Lua script on the wsup loop\n"
     "       wsup pipe --url URL [--header 'K: V']... [--base-delay-ms N] [--max-delay-ms N]\n"
     "                 [--jitter-ms N] [--timeout-ms N] [--drain-ms N] [--max-line BYTES]\n"
+    "                 [--ca-file PEM]\n"
     "                 PUT each JSON line of stdin\n"
     "       wsup serve [--host H] [--port N] [--max-body BYTES]   run the reference receiver alone\n"
     "       wsup test [busted args...]   run busted with wsup on its paths\n"

@@ -7,7 +7,8 @@ local M = {}
 
 M.USAGE = [[
 usage: wsup pipe --url URL [--header 'K: V']... [--base-delay-ms N] [--max-delay-ms N]
-                 [--jitter-ms N] [--drain-ms N] [--max-line BYTES]
+                 [--jitter-ms N] [--timeout-ms N] [--drain-ms N] [--max-line BYTES]
+                 [--ca-file PEM]
 Reads JSON patches from stdin, one per line, and PUTs them coalesced to URL.
 Exit status: 0 all delivered, 3 some state not delivered, 2 usage error.]]
 
@@ -36,6 +37,8 @@ function M.parse(args)
       local k, v = value:match("^([^:]+):%s*(.*)$")
       if not k then return nil, "--header takes 'Name: value'" end
       o.headers[k] = v
+    elseif name == "ca-file" then
+      o["ca-file"] = value
     elseif NUMERIC[name] then
       local n = tonumber(value)
       if not n or n < 0 or n ~= math.floor(n) then return nil, "--" .. name .. " takes a whole number" end
@@ -67,7 +70,7 @@ function M.main(...)
   o["drain-ms"] = wsup.drain_ms(o["drain-ms"]) -- the host's --drain-ms, unless given here
   local up = wsup.uploader {
     url = o.url, headers = o.headers, base_delay_ms = o["base-delay-ms"], max_delay_ms = o["max-delay-ms"],
-    jitter_ms = o["jitter-ms"], timeout_ms = o["timeout-ms"],
+    jitter_ms = o["jitter-ms"], timeout_ms = o["timeout-ms"], ca_file = o["ca-file"],
   }
   local tty = wsup.isatty(2)
   local st = { lines = 0, bad = 0, up = up:stats() }
