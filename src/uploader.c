@@ -11,7 +11,10 @@ static void set_error(upl *u, const char *e) {
   size_t n = e ? strlen(e) : 0;
   free(u->last_error);
   u->last_error = NULL;
-  if (n > 255) n = 255; /* one log line */
+  if (n > 255) {
+    n = 255; /* one log line, cut between characters: messages may quote UTF-8 */
+    while (n > 0 && ((unsigned char)e[n] & 0xc0) == 0x80) n--;
+  }
   if (n && (u->last_error = malloc(n + 1))) {
     memcpy(u->last_error, e, n);
     u->last_error[n] = '\0';

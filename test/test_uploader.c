@@ -460,6 +460,14 @@ static void test_last_error_is_none_until_a_failure_and_kept_to_one_line(void **
   run_until_attempt(2);
   upl_done(&U, UPL_OK, 0, NULL);
   assert_int_equal(strlen(U.last_error), 255); /* the last error stays after a success */
+  /* cut before a character that would straddle byte 255, never inside it */
+  enq("{\"worker_status\":\"b\"}");
+  run_until_attempt(3);
+  memset(longer, 'x', 254);
+  memcpy(longer + 254, "\xc3\xa9", 2); /* e-acute at bytes 254-255 */
+  longer[256] = '\0';
+  upl_done(&U, UPL_RETRY, 0, longer);
+  assert_int_equal(strlen(U.last_error), 254);
 }
 
 static void test_default_merge_keys_are_shared_and_custom_ones_owned(void **state) {
