@@ -13,18 +13,21 @@
 -- gets the 8-key patch, which stays pending. Same end state as the seed, reached in a
 -- different order; "check" verifies it on every uploader.
 --
--- Run: /usr/bin/time -f %M build/wsup bench/memory.lua U [STAGE|check]
+-- Run: /usr/bin/time -f %M build/wsup bench/memory.lua U [STAGE|check|http]
 --   -> "uploaders=<u> stage=<s> vmrss_kib=<x> lua_kib=<y>"
 -- STAGE (default 4) stops early, to see what each part costs:
 --   1 uploaders created; 2 + the first patch pending; 3 + that patch in flight (the
 --   stalled send); 4 + the 8-key patch pending (the full state).
+-- "http" builds the full state plus one url uploader whose attempt loads libcurl (which
+-- a process only maps once it makes a request), for the base RSS of an HTTP user.
 -- "check" builds the full state, then checks it on every uploader (after reading
 -- VmRSS: the check allocates, so keep it apart from max-RSS runs); exit 1 if any differs.
 local wsup = require "wsup"
 
 local U = tonumber(arg[1]) or 10000
 local CHECK = arg[2] == "check"
-local STAGE = CHECK and 4 or tonumber(arg[2]) or 4
+local HTTP = arg[2] == "http" -- also one url uploader, so libcurl is loaded (src/dl.h)
+local STAGE = (CHECK or HTTP) and 4 or tonumber(arg[2]) or 4
 
 local function stalled() coroutine.yield() end -- a send that never settles
 
@@ -41,6 +44,13 @@ if STAGE >= 4 then
     for k = 0, 7 do md["key" .. k] = "value-" .. k .. "-" .. i end
     ups[i]:enqueue { worker_status = "busy", external_metadata = md }
   end
+end
+if HTTP then -- nothing listens on port 9 of 127.0.0.1: the attempt is refused, libcurl stays loaded
+  local probe = wsup.uploader { url = "http://127.0.0.1:9/worker", base_delay_ms = 60000 }
+  probe:enqueue { worker_status = "idle" }
+  wsup.sleep(100)
+  assert(probe:stats().attempts == 1, "the url uploader made no attempt")
+  probe:close()
 end
 collectgarbage("collect")
 

@@ -35,6 +35,14 @@ for U in $SIZES; do
   kv "$env" "MEM_W_$U" "$(grep -v n/a "$OUT/mem_w_$U" | median)"
   kv "$env" "MEM_S_$U" "$( [ -s "$OUT/mem_s_$U" ] && grep -v n/a "$OUT/mem_s_$U" | median || echo n/a)"
 done
+# The base of a process that makes requests: libcurl and its dependencies are loaded.
+: >"$OUT/mem_w_http"
+r=1
+while [ "$r" -le "$RUNS" ]; do
+  maxrss "$WSUP" bench/memory.lua 1 http >>"$OUT/mem_w_http"
+  r=$((r + 1))
+done
+kv "$env" MEM_W_HTTP "$(grep -v n/a "$OUT/mem_w_http" | median)"
 # shellcheck disable=SC1090
 . "$env"
 
@@ -93,6 +101,7 @@ median of $RUNS runs, in KiB.
 | 10 000 | $(fmt_int "$MEM_W_10000") | $(fmt_int "$MEM_S_10000") |
 | 100 000 | $(fmt_int "$MEM_W_100000") | $(fmt_int "$MEM_S_100000") |
 | **base** (1 uploader) | **$w_base MiB** (goal < 5: $(check "$w_base" '<' 5)) | $s_base MiB |
+| base of a process that makes requests (+ 1 url uploader: libcurl loaded) | $(mib "$MEM_W_HTTP") MiB | (the seed's fetch is built in) |
 | **per uploader** (RSS(100k) − RSS(1)) / 100k | **$w_per B** (goal ≤ 400: $(check "$w_per" '<=' 400)) | $s_per B |
 
 State check on 100 000 uploaders (every one has a send in flight and exactly the 8-key patch
@@ -106,6 +115,10 @@ C heap and allocator slack):
 |---:|---|---:|---:|---:|
 $(printf %s "$stage_rows")
 
-Commands: \`/usr/bin/time -f %M $WSUP bench/memory.lua U [stage]\`;
+wsup loads libcurl, libmicrohttpd and libcrypto on first use (src/dl.h), so the base above,
+whose sends are Lua functions, maps none of them; a process with a \`url\` uploader or
+\`wsup pipe\` does, as the second base line shows.
+
+Commands: \`/usr/bin/time -f %M $WSUP bench/memory.lua U [stage|http]\`;
 \`/usr/bin/time -f %M node $PEER/bench_memory.mjs U\`; \`$WSUP bench/memory.lua 100000 check\`.
 EOF
