@@ -12,7 +12,8 @@ OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) $(SAN)
 CPPFLAGS += $(shell pkg-config --cflags $(LUAPKG) $(PKGS) 2>/dev/null) -Isrc
-CPPFLAGS += $(foreach p,$(DLPKGS),$(if $(call soname,$(word 1,$(subst :, ,$(p)))),-DWSUP_$(word 2,$(subst :, ,$(p)))_SO=$(call soname,$(word 1,$(subst :, ,$(p))))))
+DLDEFS   := $(foreach p,$(DLPKGS),$(if $(call soname,$(word 1,$(subst :, ,$(p)))),-DWSUP_$(word 2,$(subst :, ,$(p)))_SO=$(call soname,$(word 1,$(subst :, ,$(p))))))
+CPPFLAGS += $(DLDEFS)
 LIBS    := $(shell pkg-config --libs $(LINKPKGS) 2>/dev/null) -ldl -lm
 # The C tests talk to the code under test with libcurl and libmicrohttpd directly.
 TESTLIBS := $(shell pkg-config --libs libcurl libmicrohttpd 2>/dev/null)

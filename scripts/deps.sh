@@ -4,7 +4,7 @@
 set -eu
 PKGS="${WSUP_PKGS:-build-essential pkg-config liblua5.4-dev lua5.4 lua-cjson lua-busted lua-check
 libuv1-dev libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libcmocka-dev libmimalloc-dev nginx-light
-libnginx-mod-http-echo curl openssl libssl-dev time gnuplot-nox}"
+libnginx-mod-http-echo curl openssl strace libssl-dev time gnuplot-nox}"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

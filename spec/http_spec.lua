@@ -379,6 +379,41 @@ describe("HTTP sender against nginx", function()
     assert.equals(3, refused.rc) -- undelivered: the system CAs do not know this certificate
   end)
 
+  it("ca_file replaces the system's CAs: the system CA directory is not even looked at", function()
+    -- OpenSSL looks a server certificate's issuer up in the CA directory by subject hash;
+    -- strace shows whether it did. Without ca_file it must (that is what makes this a test).
+    assert(nginx, why)
+    local cli = require "support.cli"
+    local function sh(cmd)
+      local p = assert(io.popen(cmd))
+      local out = p:read("a")
+      p:close()
+      return out
+    end
+    local hash = sh(("openssl x509 -noout -subject_hash -in %s/cert.pem"):format(nginx.prefix)):match("%x+")
+    assert(hash, "openssl x509 -subject_hash failed")
+    local other = nginx.prefix .. "/other.pem"
+    assert(os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+      .. "-subj /CN=other -keyout %s/other.key -out %s >/dev/null 2>&1"):format(nginx.prefix, other)))
+    local function lookups(ca)
+      local trace = cli.tmp()
+      local script = cli.script(([[
+local wsup = require "wsup"
+local res, msg, code = wsup.http.request { url = %q, ca_file = %s, timeout_ms = 3000 }
+assert(res == nil and code == "tls", tostring(msg))
+]]):format(nginx.tls_url .. "/worker/ca", ca and ("%q"):format(ca) or "nil"))
+      -- LeakSanitizer cannot run under ptrace: in sanitizer runs, leaks are checked elsewhere
+      local strace = "env ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" strace -f -e trace=openat,newfstatat,stat"
+      local r = cli.run(("%s -o %s %s %s"):format(strace, trace, cli.WSUP, script), { timeout = 20 })
+      assert.equals(0, r.rc, r.err)
+      local _, n = (cli.slurp(trace) or ""):gsub("/etc/ssl/certs/" .. hash, "")
+      return n
+    end
+    assert.is_true(lookups(nil) > 0, "without ca_file the system CA directory was not searched")
+    assert.equals(0, lookups(other))
+    cli.cleanup()
+  end)
+
   it("rejects a ca_file that is not a string, naming it", function()
     assert.has_error(function() wsup.uploader { url = "https://127.0.0.1:1/x", ca_file = 1 } end,
       "wsup.uploader: option 'ca_file' must be a string")

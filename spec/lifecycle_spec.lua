@@ -326,6 +326,22 @@ describe("uploader lifecycle", function()
       assert.is_nil(s.last_error)
     end)
 
+    it("keeps last_error to one line of at most 255 bytes, cut between UTF-8 characters", function()
+      for _, msg in ipairs({ ("x"):rep(254) .. "\u{E9} and more", ("x"):rep(253) .. "\u{1F600}!",
+                             "first line\nsecond line" }) do
+        local up = wsup.uploader { send = function() error(msg, 0) end, on_error = function() end,
+                                   base_delay_ms = 1000, jitter_ms = 0 }
+        up:enqueue({ worker_status = "a" })
+        wsup.run(10)
+        local e = up:stats().last_error
+        assert.is_truthy(utf8.len(e), "not valid UTF-8: " .. e:sub(-4))
+        assert.is_true(#e <= 255)
+        assert.is_nil(e:find("\n"))
+        assert.equals(1, (msg:find(e, 1, true)))
+        up:close()
+      end
+    end)
+
     it("reports pending and inflight as the patch moves through", function()
       local up = recorder(nil, nil, 100)
       up:enqueue({ worker_status = "a" })

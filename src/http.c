@@ -62,6 +62,7 @@ struct http_xfer {
   struct curl_slist *slist;         /* owned; kept with the pooled handle while the next request's headers match */
   int configured;                   /* the per-handle (fixed) options are set */
   const char *default_ca;           /* libcurl's built-in CA bundle path (its own static string), or NULL */
+  const char *default_capath;       /* and CA directory, likewise */
   http_done_fn done;
   void *ud;
   size_t max_body, n_hdr, hv_cap;
@@ -428,6 +429,7 @@ static void set_fixed(http_client *c, http_xfer *x) {
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
   /* CURLOPT_CAINFO NULL means "no CA file", not "the default": kept to restore it after a ca_file. */
   if (c->api.easy_getinfo(e, CURLINFO_CAINFO, &x->default_ca) != CURLE_OK) x->default_ca = NULL;
+  if (c->api.easy_getinfo(e, CURLINFO_CAPATH, &x->default_capath) != CURLE_OK) x->default_capath = NULL;
   x->configured = 1;
 }
 
@@ -495,7 +497,9 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   c->api.easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirects > 0 ? r->max_redirects : -1L);
   c->api.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r->insecure ? 0L : 1L);
   c->api.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r->insecure ? 0L : 2L);
+  /* ca_file replaces the system's CAs: OpenSSL would also trust the CA directory. */
   c->api.easy_setopt(e, CURLOPT_CAINFO, r->ca_file ? r->ca_file : x->default_ca);
+  c->api.easy_setopt(e, CURLOPT_CAPATH, r->ca_file ? (const char *)NULL : x->default_capath);
 
   CURLMcode mc = c->api.multi_add_handle(c->multi, e);
   if (mc != CURLM_OK) {

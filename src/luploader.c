@@ -79,7 +79,8 @@ void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err)
     lw_log(w->c, 2, lw_up_name(w), "delivered after %u failed attempts", before);
 }
 
-/* The first line of an error message: last_error stays short. */
+/* The first line of an error message (upl keeps at most 255 bytes of it, cut between
+ * UTF-8 characters: dst should be larger, so that the cut happens there). */
 static void first_line(char *dst, size_t n, const char *msg) {
   size_t len = strcspn(msg, "\n");
   snprintf(dst, n, "%.*s", (int)len, msg);
@@ -87,7 +88,7 @@ static void first_line(char *dst, size_t n, const char *msg) {
 
 static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   lw_up *w = ud;
-  char err[256];
+  char err[1024];
   int base = lua_gettop(L) - nres + 1;
   (void)t;
   w->c->send_tasks--;

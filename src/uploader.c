@@ -13,7 +13,7 @@ static void set_error(upl *u, const char *e) {
   u->last_error = NULL;
   if (n > 255) {
     n = 255; /* one log line, cut between characters: messages may quote UTF-8 */
-    while (n > 0 && ((unsigned char)e[n] & 0xc0) == 0x80) n--;
+    for (int back = 0; back < 3 && ((unsigned char)e[n] & 0xc0) == 0x80; back++) n--; /* a character has 4 bytes at most */
   }
   if (n && (u->last_error = malloc(n + 1))) {
     memcpy(u->last_error, e, n);
