@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "lwsup.h"
 
 #define TEXT_(x) #x
@@ -35,18 +36,6 @@ typedef struct conv {
   ent *e;             /* small, or owned when larger */
   size_t n, cap;
 } conv;
-
-static inline uint64_t load64(const unsigned char *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return w;
-}
-
-static inline uint64_t load32(const unsigned char *p) {
-  uint32_t w;
-  memcpy(&w, p, 4);
-  return w;
-}
 
 /* Valid UTF-8, no surrogates, nothing above U+10FFFF. Most keys and values are
  * short ASCII: that case is settled by or-ing a few overlapping loads, with no loop
@@ -80,10 +69,10 @@ static int utf8_check(const unsigned char *s, size_t n) {
 static inline int utf8_valid(const unsigned char *s, size_t n) {
   uint64_t any = 0;
   if (n >= 8) {
-    for (size_t i = 0; i + 8 <= n; i += 8) any |= load64(s + i);
-    any |= load64(s + n - 8);
+    for (size_t i = 0; i + 8 <= n; i += 8) any |= bytes_load64(s + i);
+    any |= bytes_load64(s + n - 8);
   } else if (n >= 4) {
-    any = load32(s) | load32(s + n - 4);
+    any = bytes_load32(s) | bytes_load32(s + n - 4);
   } else if (n) {
     any = (uint64_t)s[0] | s[n / 2] | s[n - 1];
   }

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
+
 #define KEY_INLINE 20    /* keys up to this long live in the entry */
 #define HEAP_LEN 0xff    /* ps_val len of a heap string */
 
@@ -46,18 +48,6 @@ _Static_assert(sizeof(ent) == 40, "entry layout");
 
 /* ---- values ---------------------------------------------------------------- */
 
-static uint64_t load32(const char *p) {
-  uint32_t w;
-  memcpy(&w, p, 4);
-  return w;
-}
-
-static uint64_t load64(const char *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return w;
-}
-
 /* The n <= PS_INLINE bytes at s built in two registers: storing them bytewise and
  * returning the struct stalls on store forwarding (a quarter of an enqueue). The
  * loads overlap instead of reading past s + n. */
@@ -66,10 +56,10 @@ static ps_val short_str(const char *s, size_t n) {
   ps_val v;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   if (n >= 8) {
-    a = load64(s);
-    if (n > 8) b = load64(s + n - 8) >> (8 * (16 - n));
+    a = bytes_load64(s);
+    if (n > 8) b = bytes_load64(s + n - 8) >> (8 * (16 - n));
   } else if (n >= 4) {
-    a = load32(s) | load32(s + n - 4) << (8 * (n - 4));
+    a = bytes_load32(s) | bytes_load32(s + n - 4) << (8 * (n - 4));
   } else if (n) {
     a = (uint64_t)(uint8_t)s[0] | (uint64_t)(uint8_t)s[n / 2] << (8 * (n / 2)) |
         (uint64_t)(uint8_t)s[n - 1] << (8 * (n - 1));
@@ -198,15 +188,15 @@ static inline uint32_t hash(const char *k, size_t n) {
   const uint64_t s0 = 0xa0761d6478bd642full, s1 = 0xe7037ed1a0b428dbull;
   uint64_t seed = s0 ^ n, a = 0, b = 0;
   if (n > 16) {
-    for (; n > 16; k += 16, n -= 16) seed = mix(load64(k) ^ s1, load64(k + 8) ^ seed);
+    for (; n > 16; k += 16, n -= 16) seed = mix(bytes_load64(k) ^ s1, bytes_load64(k + 8) ^ seed);
     k -= 16 - n; /* the last 16 bytes, overlapping what the loop took */
     n = 16;
   }
   if (n >= 8) {
-    a = load64(k);
-    b = load64(k + n - 8);
+    a = bytes_load64(k);
+    b = bytes_load64(k + n - 8);
   } else if (n >= 4) {
-    a = load32(k) << 32 | load32(k + n - 4);
+    a = bytes_load32(k) << 32 | bytes_load32(k + n - 4);
   } else if (n) {
     a = (uint64_t)(uint8_t)k[0] << 16 | (uint64_t)(uint8_t)k[n / 2] << 8 | (uint8_t)k[n - 1];
   }
@@ -216,10 +206,10 @@ static inline uint32_t hash(const char *k, size_t n) {
 /* memcmp(a, b, n) == 0 without a libc call for the short keys we mostly see. */
 static inline int same_bytes(const char *a, const char *b, size_t n) {
   if (n < 4) return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
-  if (n <= 8) return load32(a) == load32(b) && load32(a + n - 4) == load32(b + n - 4);
-  if (n <= 16) return load64(a) == load64(b) && load64(a + n - 8) == load64(b + n - 8);
+  if (n <= 8) return bytes_load32(a) == bytes_load32(b) && bytes_load32(a + n - 4) == bytes_load32(b + n - 4);
+  if (n <= 16) return bytes_load64(a) == bytes_load64(b) && bytes_load64(a + n - 8) == bytes_load64(b + n - 8);
   if (n <= 24)
-    return load64(a) == load64(b) && load64(a + 8) == load64(b + 8) && load64(a + n - 8) == load64(b + n - 8);
+    return bytes_load64(a) == bytes_load64(b) && bytes_load64(a + 8) == bytes_load64(b + 8) && bytes_load64(a + n - 8) == bytes_load64(b + n - 8);
   return memcmp(a, b, n) == 0;
 }
 
