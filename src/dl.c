@@ -5,20 +5,20 @@
 #include <stdio.h>
 #include <string.h>
 
-void *dl_open(const char *soname, char *err, size_t errlen) {
-  void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
-  if (!lib && err && errlen) snprintf(err, errlen, "cannot load %s: %s", soname, dlerror());
-  return lib;
-}
-
-int dl_sym(void *lib, const char *name, void *fnp, char *err, size_t errlen) {
-  void *p;
-  dlerror();
-  p = dlsym(lib, name);
-  if (!p) {
-    if (err && errlen) snprintf(err, errlen, "%s: %s", name, dlerror());
+int dl_load(const char *soname, void *api, const dl_fn *fns, size_t n, char *err, size_t errlen) {
+  void *lib = dlopen(soname, RTLD_NOW | RTLD_LOCAL), *p = NULL;
+  size_t i = 0;
+  if (!lib) {
+    if (err && errlen) snprintf(err, errlen, "cannot load %s: %s", soname, dlerror());
     return -1;
   }
-  memcpy(fnp, &p, sizeof p); /* POSIX: a data pointer from dlsym converts to a function pointer */
-  return 0;
+  for (; i < n; i++) {
+    dlerror();
+    if (!(p = dlsym(lib, fns[i].name))) break;
+    memcpy((char *)api + fns[i].off, &p, sizeof p); /* POSIX: dlsym's pointer converts to a function pointer */
+  }
+  if (i == n) return 0;
+  if (err && errlen) snprintf(err, errlen, "%s: %s", fns[i].name, dlerror());
+  for (i = 0; i < n; i++) memcpy((char *)api + fns[i].off, &p, sizeof p); /* p is NULL here */
+  return -1;
 }

@@ -3,7 +3,8 @@
  * dependencies (about 6 MB of RSS) nor libmicrohttpd's. Lua-free.
  *
  * Each user keeps a struct of typed function pointers (see http.c): the types come
- * from the library's own header through __typeof__, so a mismatch cannot compile. */
+ * from the library's own header through __typeof__, so a mismatch cannot compile,
+ * and a table of dl_fn says which symbol goes into which field. */
 #ifndef WSUP_DL_H
 #define WSUP_DL_H
 
@@ -14,12 +15,15 @@
 #define DL_STR_(x) #x
 #define DL_STR(x) DL_STR_(x)
 
-/* Opens soname (a handle the process keeps: these libraries register exit
- * handlers, so they are never unloaded). NULL with a message in err. */
-void *dl_open(const char *soname, char *err, size_t errlen);
+typedef struct dl_fn {
+  const char *name; /* the symbol */
+  size_t off;       /* offsetof the function pointer in the user's struct */
+} dl_fn;
 
-/* Stores the address of symbol name of lib into *fnp, a function pointer. 0, or -1
- * with a message in err. */
-int dl_sym(void *lib, const char *name, void *fnp, char *err, size_t errlen);
+/* Opens soname (a handle the process keeps: these libraries register exit handlers,
+ * so they are never unloaded) and stores the address of each fns[i].name at
+ * (char *)api + fns[i].off. 0; or -1 with a message in err, every pointer of fns
+ * then NULL. */
+int dl_load(const char *soname, void *api, const dl_fn *fns, size_t n, char *err, size_t errlen);
 
 #endif

@@ -44,6 +44,8 @@ typedef struct buf { char *p; size_t len, cap; } buf;
 /* Fields without the curl_ prefix: curl.h makes curl_easy_setopt and friends macros. */
 #define CURL_FIELD(f) __typeof__(curl_##f) *f; /* NOLINT(bugprone-macro-parentheses): f names a field */
 typedef struct curl_api { CURL_FNS(CURL_FIELD) } curl_api;
+#define CURL_ENTRY(f) {"curl_" #f, offsetof(curl_api, f)},
+static const dl_fn curl_fns[] = {CURL_FNS(CURL_ENTRY)};
 
 typedef struct hsock {
   uv_poll_t poll;                   /* first: a uv_poll_t* is a hsock*; poll.data is the client */
@@ -523,22 +525,13 @@ void http_cancel(http_xfer *x) {
   recycle(c, x);
 }
 
-/* Fills c->api from libcurl, loading it on the first call in the process. */
-static int load_curl(http_client *c, char *err, size_t errlen) {
-  void *lib = dl_open(CURL_SO_NAME, err, errlen);
-#define CURL_LOAD(f) || dl_sym(lib, "curl_" #f, &c->api.f, err, errlen) != 0
-  if (!lib CURL_FNS(CURL_LOAD)) return -1;
-#undef CURL_LOAD
-  return 0;
-}
-
 http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen) {
   http_client *c = loop ? calloc(1, sizeof *c) : NULL;
   if (!c) {
     set_err(err, errlen, "%s", loop ? "out of memory" : "invalid argument");
     return NULL;
   }
-  if (load_curl(c, err, errlen) != 0) {
+  if (dl_load(CURL_SO_NAME, &c->api, curl_fns, sizeof curl_fns / sizeof *curl_fns, err, errlen) != 0) {
     free(c);
     return NULL;
   }

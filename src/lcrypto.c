@@ -13,22 +13,14 @@
 #define CRYPTO_SO_NAME "libcrypto.so.3"
 #endif
 
-/* The functions used, typed from OpenSSL's headers; in the closure's upvalue. */
+/* The functions used, typed from OpenSSL's headers; in the closure's upvalue, NULL
+ * until loaded. */
 typedef struct crypto_api {
   __typeof__(HMAC) *hmac;
   __typeof__(EVP_sha256) *sha256;
 } crypto_api;
 
-static int load_crypto(crypto_api *a, char *err, size_t errlen) {
-  void *lib;
-  if (a->hmac) return 0;
-  if (!(lib = dl_open(CRYPTO_SO_NAME, err, errlen)) || dl_sym(lib, "EVP_sha256", &a->sha256, err, errlen) != 0 ||
-      dl_sym(lib, "HMAC", &a->hmac, err, errlen) != 0) {
-    a->hmac = NULL;
-    return -1;
-  }
-  return 0;
-}
+static const dl_fn crypto_fns[] = {{"HMAC", offsetof(crypto_api, hmac)}, {"EVP_sha256", offsetof(crypto_api, sha256)}};
 
 /* wsup.hmac_sha256(key, data [, "hex"|"raw"]) */
 static int l_hmac_sha256(lua_State *L) {
@@ -41,7 +33,8 @@ static int l_hmac_sha256(lua_State *L) {
   unsigned int n = 0;
   crypto_api *a = lua_touserdata(L, lua_upvalueindex(1));
   char err[256];
-  if (load_crypto(a, err, sizeof err) != 0) return luaL_error(L, "wsup.hmac_sha256: %s", err);
+  if (!a->hmac && dl_load(CRYPTO_SO_NAME, a, crypto_fns, sizeof crypto_fns / sizeof *crypto_fns, err, sizeof err) != 0)
+    return luaL_error(L, "wsup.hmac_sha256: %s", err);
   if (!a->hmac(a->sha256(), key, (int)kn, (const unsigned char *)data, dn, mac, &n))
     return luaL_error(L, "wsup.hmac_sha256: OpenSSL failed");
   if (form == 1) {

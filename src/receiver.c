@@ -37,6 +37,8 @@
   X(MHD_lookup_connection_value) X(MHD_suspend_connection) X(MHD_resume_connection)
 #define MHD_FIELD(f) __typeof__(f) *f; /* NOLINT(bugprone-macro-parentheses): f names a field */
 typedef struct mhd_api { MHD_FNS(MHD_FIELD) } mhd_api;
+#define MHD_ENTRY(f) {#f, offsetof(mhd_api, f)},
+static const dl_fn mhd_fns[] = {MHD_FNS(MHD_ENTRY)};
 
 #define RCV_MAX_BODY (1024 * 1024)
 #define RCV_STATUSES 1000 /* MHD only sends status codes 100..999 */
@@ -535,12 +537,8 @@ rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
   if (make_addr(o->host ? o->host : "127.0.0.1", o->port, &a, &flags) != 0)
     return start_failed(NULL, "bad host (numeric IPv4/IPv6 expected) or port", err, errlen);
   if (!(r = create(o))) return start_failed(NULL, "out of memory", err, errlen);
-  {
-    void *lib = dl_open(MHD_SO_NAME, r->err, sizeof r->err);
-#define MHD_LOAD(f) || dl_sym(lib, #f, &r->api.f, r->err, sizeof r->err) != 0
-    if (!lib MHD_FNS(MHD_LOAD)) return start_failed(r, r->err, err, errlen);
-#undef MHD_LOAD
-  }
+  if (dl_load(MHD_SO_NAME, &r->api, mhd_fns, sizeof mhd_fns / sizeof *mhd_fns, r->err, sizeof r->err) != 0)
+    return start_failed(r, r->err, err, errlen);
   if (pthread_create(&r->timer, NULL, timer_main, r) != 0)
     return start_failed(r, "cannot start the timer thread", err, errlen);
   /* MHD binds to a, but names the port argument in its messages. */
