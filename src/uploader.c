@@ -76,13 +76,12 @@ void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys) {
   u->ops = ops;
   u->ud = ud;
   u->keys = ps_keys_defaults();
-  if (keys && (u->own_keys = malloc(sizeof *u->own_keys))) {
+  if (keys) {
+    if (!(u->own_keys = malloc(sizeof *u->own_keys))) abort(); /* out of memory while creating an uploader */
     *u->own_keys = *keys;
+    keys->n = 0;
     u->keys = u->own_keys;
-  } else if (keys) {
-    abort(); /* out of memory while creating an uploader */
   }
-  if (keys) keys->n = 0;
   u->base_ms = 500;
   u->max_ms = 30000;
   u->jitter_ms = 500;
