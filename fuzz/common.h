@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pstore.h"
+
 /* A failed check: print why and abort, which libFuzzer records as a crash. */
 __attribute__((format(printf, 1, 2), noreturn, unused)) static void die(const char *fmt, ...) {
   va_list ap;
@@ -115,6 +117,18 @@ __attribute__((unused)) static json_t *parse_out(const char *text, size_t n, con
   if (!utf8_ok((const unsigned char *)text, n)) die("%s: not valid UTF-8: %.*s", what, (int)n, text);
   if (!(j = json_loadb(text, n, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &e)))
     die("%s: not valid JSON (%s at byte %d): %.*s", what, e.text, e.position, (int)n, text);
+  return j;
+}
+
+/* ps_encode(o), checked (its length is the text's) and parsed back by parse_out. */
+__attribute__((unused)) static json_t *encode_parse(const ps_obj *o, const char *what) {
+  size_t n = 0;
+  char *text = ps_encode(o, &n);
+  json_t *j;
+  if (!text) die("%s: ps_encode failed", what);
+  if (strlen(text) != n) die("%s: ps_encode length %zu, text %zu", what, n, strlen(text));
+  j = parse_out(text, n, what);
+  free(text);
   return j;
 }
 

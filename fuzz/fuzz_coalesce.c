@@ -134,19 +134,8 @@ static ps_obj *gen_patch(src *s, json_t **jv) {
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static json_t *decode_obj(const ps_obj *o, const char *what) {
-  size_t n;
-  char *text = ps_encode(o, &n);
-  json_t *j;
-  if (!text) die("%s: ps_encode failed", what);
-  if (strlen(text) != n) die("%s: ps_encode length %zu, text %zu", what, n, strlen(text));
-  j = parse_out(text, n, what);
-  free(text);
-  return j;
-}
-
 static void expect_obj(const ps_obj *o, const json_t *want, const char *what) {
-  json_t *got = decode_obj(o, what);
+  json_t *got = encode_parse(o, what);
   ps_val view = ps_obj_val((ps_obj *)o); /* borrowed view, not freed */
   json_t *via = ps_to_json(&view);
   if (!same_json(got, want)) die("%s: got %s, model %s", what, show(got), show(want));
@@ -292,7 +281,7 @@ static void enqueue(run *r) {
   if (ps_copy(&vb, &va) != 0) die("ps_copy: out of memory");
   pb = ps_obj_of(&vb);
   /* A: the copy must equal the original */
-  one = decode_obj(pb, "ps_copy of a patch");
+  one = encode_parse(pb, "ps_copy of a patch");
   if (!same_json(one, jp)) die("patch encodes as %s, built as %s", show(one), show(jp));
   json_decref(one);
   if (!had && !(r->a_pending = ps_obj_new(take(&r->in) % 9))) die("out of memory");

@@ -98,19 +98,15 @@ static void check_coalesced(const json_t *s0, const json_t *a, const json_t *b, 
   json_t *seq = json_deep_copy(s0), *one = json_deep_copy(s0), *cj;
   ps_keys keys = {.n = 0};
   ps_val va, vb;
-  char *text;
-  size_t n;
   for (size_t i = 0; i < ks->n; i++) ps_keys_add(&keys, ks->k[i], strlen(ks->k[i]));
   if (ps_from_json(a, &va) != 0 || ps_from_json(b, &vb) != 0) die("ps_from_json failed");
   if (ps_coalesce(ps_obj_of(&va), ps_obj_of(&vb), &keys) != 0) die("ps_coalesce failed");
-  text = ps_encode(ps_obj_of(&va), &n);
-  cj = parse_out(text, n, "coalesced");
+  cj = encode_parse(ps_obj_of(&va), "coalesced");
   if (rcv_fold(seq, a, ks->k, ks->n) != 0 || rcv_fold(seq, b, ks->k, ks->n) != 0 || rcv_fold(one, cj, ks->k, ks->n) != 0)
     die("rcv_fold failed");
   if (!same_json(seq, one))
     die("FUZZ_STRICT: state %s, patches %s then %s give %s; coalesced %s gives %s", show(s0), show(a), show(b),
         show(seq), show(cj), show(one));
-  free(text);
   ps_free(&va);
   ps_keys_free(&keys);
   json_decref(cj);

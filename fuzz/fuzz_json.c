@@ -18,17 +18,6 @@
 #include "common.h"
 #include "pstore.h"
 
-static json_t *encode_decode(const ps_obj *o, const char *what) {
-  size_t n = 0;
-  char *text = ps_encode(o, &n);
-  json_t *j;
-  if (!text) die("%s: ps_encode failed", what);
-  if (strlen(text) != n) die("%s: ps_encode length %zu, text %zu", what, n, strlen(text));
-  j = parse_out(text, n, what);
-  free(text);
-  return j;
-}
-
 /* The input as one string: escaping of arbitrary bytes (NUL, controls, quotes). */
 static void probe_string(const uint8_t *data, size_t size) {
   ps_obj *o = ps_obj_new(1);
@@ -43,7 +32,7 @@ static void probe_string(const uint8_t *data, size_t size) {
     ps_obj_free(o);
     return;
   }
-  j = encode_decode(o, "string probe");
+  j = encode_parse(o, "string probe");
   s = json_object_get(j, "s");
   if (!json_is_string(s) || json_string_length(s) != size || memcmp(json_string_value(s), data, size) != 0)
     die("string probe: %zu bytes read back as %s", size, show(s));
@@ -60,7 +49,7 @@ static void probe_real(const uint8_t *data, size_t size) {
   memcpy(&d, data, sizeof d);
   if (!isfinite(d)) return;
   if (!(o = ps_obj_new(1)) || ps_obj_set(o, "d", 1, ps_real(d)) != 0) die("out of memory");
-  j = encode_decode(o, "real probe");
+  j = encode_parse(o, "real probe");
   x = json_object_get(j, "d");
   if (!json_is_real(x)) die("real probe: %a read back as %s", d, show(x));
   got = json_real_value(x);
@@ -151,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   o = ps_obj_of(&v);
   if (ps_obj_size(o) != json_object_size(wrapped)) die("ps_from_json: %zu keys, want %zu", ps_obj_size(o), json_object_size(wrapped));
 
-  back = encode_decode(o, "round trip");
+  back = encode_parse(o, "round trip");
   if (!same_json(back, wrapped)) die("round trip: read %s, wrote %s", show(wrapped), show(back));
 
   via = ps_to_json(&v);
