@@ -66,10 +66,7 @@ while done < U do wsup.sleep(100) end
 local t_enq = wsup.now()
 rss.stop()
 lib.save_samples(os.getenv("SOAK_RSS"), rss, RSS_EVERY_MS) -- for a closer look, when asked
-local flushed = 0
-for u = 1, U do
-  if ups[u]:flush(60000) then flushed = flushed + 1 end
-end
+local flushed = lib.flush_all(ups, 60000)
 local t_end = wsup.now()
 check(flushed == U, ("flushed %d of %d uploaders"):format(flushed, U))
 

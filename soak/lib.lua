@@ -186,6 +186,15 @@ function M.report(prefix, t)
 end
 
 -- Sums the numeric stats of a list of uploaders.
+-- Flushes every uploader in turn, each for at most ms; how many drained.
+function M.flush_all(ups, ms)
+  local flushed = 0
+  for _, up in ipairs(ups) do
+    if up:flush(ms) then flushed = flushed + 1 end
+  end
+  return flushed
+end
+
 function M.sum_stats(ups)
   local sum = {}
   for _, up in ipairs(ups) do

@@ -150,10 +150,7 @@ local t_enq = wsup.now()
 rss.stop()
 lib.save_samples(os.getenv("SOAK_RSS"), rss, RSS_EVERY_MS) -- for a closer look, when asked
 local mid = lib.sum_stats(ups) -- before the final flush: what the restarts cost
-local flushed = 0
-for u = 1, U do
-  if ups[u]:flush(30000) then flushed = flushed + 1 end
-end
+local flushed = lib.flush_all(ups, 30000)
 local t_end = wsup.now()
 check(flushed == U, ("flushed %d of %d uploaders after the last restart"):format(flushed, U))
 
