@@ -12,7 +12,7 @@ OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(OPT) $(SAN)
 CPPFLAGS += $(shell pkg-config --cflags $(LUAPKG) $(PKGS) 2>/dev/null) -Isrc
-DLDEFS   := $(foreach p,$(DLPKGS),$(if $(call soname,$(word 1,$(subst :, ,$(p)))),-DWSUP_$(word 2,$(subst :, ,$(p)))_SO=$(call soname,$(word 1,$(subst :, ,$(p))))))
+DLDEFS   := $(foreach p,$(DLPKGS),$(foreach so,$(call soname,$(word 1,$(subst :, ,$(p)))),-DWSUP_$(word 2,$(subst :, ,$(p)))_SO=$(so)))
 CPPFLAGS += $(DLDEFS)
 LIBS    := $(shell pkg-config --libs $(LINKPKGS) 2>/dev/null) -ldl -lm
 # The C tests talk to the code under test with libcurl and libmicrohttpd directly.
