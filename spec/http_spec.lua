@@ -2,6 +2,7 @@
 -- and against Debian's nginx, all on 127.0.0.1 and on the real clock.
 local wsup = require "wsup"
 local harness = require "support.harness"
+local cli = require "support.cli"
 
 local function free_port()
   local r = assert(wsup.receiver { port = 0 })
@@ -293,21 +294,20 @@ describe("HTTP sender against nginx", function()
   -- number, uri, status. nginx logs a request after answering it, so this waits (up to
   -- 2 s) for want lines.
   local function tls_puts(prefix, want)
-    local rows
-    for _ = 1, 40 do
-      rows = {}
-      local f = io.open(nginx.prefix .. "/tls.log")
-      for line in (f and f:read("a") or ""):gmatch("[^\n]+") do
+    local function read()
+      local rows = {}
+      for line in (cli.slurp(nginx.prefix .. "/tls.log") or ""):gmatch("[^\n]+") do
         local proto, conn, method, uri, status = line:match("^(%S+) (%d+) (%S+) (%S+) (%d+)$")
         if method == "PUT" and uri:sub(1, #prefix) == prefix then
           rows[#rows + 1] = { proto = proto, conn = conn, uri = uri, status = status }
         end
       end
-      if f then f:close() end
-      if #rows >= want then break end
-      wsup.sleep(50)
+      return rows
     end
-    return rows
+    return cli.poll(function()
+      local rows = read()
+      return #rows >= want and rows
+    end, 2) or read()
   end
 
   it("delivers over HTTPS with HTTP/2 (insecure = true for a self-signed certificate)", function()
@@ -364,7 +364,6 @@ describe("HTTP sender against nginx", function()
 
   it("wsup pipe --ca-file verifies an https server with a private CA", function()
     assert(nginx, why)
-    local cli = require "support.cli"
     local url = nginx.tls_url .. "/worker/pipe"
     local r = cli.run(("%s pipe --url %s --ca-file %s"):format(cli.WSUP, url, nginx.prefix .. "/cert.pem"),
       { stdin = '{"worker_status":"a"}\n{"worker_status":"b","n":123456789012345678}\n', timeout = 20 })
@@ -383,14 +382,7 @@ describe("HTTP sender against nginx", function()
     -- OpenSSL looks a server certificate's issuer up in the CA directory by subject hash;
     -- strace shows whether it did. Without ca_file it must (that is what makes this a test).
     assert(nginx, why)
-    local cli = require "support.cli"
-    local function sh(cmd)
-      local p = assert(io.popen(cmd))
-      local out = p:read("a")
-      p:close()
-      return out
-    end
-    local hash = sh(("openssl x509 -noout -subject_hash -in %s/cert.pem"):format(nginx.prefix)):match("%x+")
+    local hash = cli.run(("openssl x509 -noout -subject_hash -in %s/cert.pem"):format(nginx.prefix)).out:match("%x+")
     assert(hash, "openssl x509 -subject_hash failed")
     local other = nginx.prefix .. "/other.pem"
     assert(os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
