@@ -47,8 +47,24 @@ typedef struct curl_api { CURL_FNS(CURL_FIELD) } curl_api;
 #define CURL_ENTRY(f) {"curl_" #f, offsetof(curl_api, f)},
 static const dl_fn curl_fns[] = {CURL_FNS(CURL_ENTRY)};
 
+/* One connection cache: a multi handle and its timer. libcurl 7.88 walks a host's connections in
+ * the cache on every transfer (ConnectionExists to find an idle one; close_connect_only again on
+ * curl_multi_remove_handle), so a single cache makes each PUT of a fleet cost O(connections):
+ * 13 CPU-µs per PUT with 100 uploaders, 45 with 3000. A claimant (an uploader) gets a place in
+ * a shard of at most SHARD_USERS, and its transfers find their connection among few. */
+typedef struct http_shard {
+  http_client *c;
+  CURLM *multi;
+  uv_timer_t timer;                 /* curl's timeout; data is the shard; unref'd while idle */
+  size_t n_act;                     /* transfers running here */
+  size_t users;                     /* claims held */
+} http_shard;
+
+#define SHARD_USERS 64
+
 typedef struct hsock {
   uv_poll_t poll;                   /* first: a uv_poll_t* is a hsock*; poll.data is the client */
+  http_shard *s;                    /* the cache whose connection owns the socket */
   curl_socket_t fd;
   int want;                         /* UV_* events curl asked for; 0: not watched (idle) */
   int polling;                      /* events the poll handle is started with; 0: stopped */
@@ -56,9 +72,11 @@ typedef struct hsock {
 } hsock;
 
 typedef struct fdslot { hsock *k; } fdslot;  /* a struct, not a bare hsock*, for clang-tidy 14's sizeof check */
+typedef struct shardslot { http_shard *s; } shardslot; /* likewise */
 
 struct http_xfer {
   http_client *c;
+  http_shard *s;                    /* where it runs */
   http_xfer *prev, *next;           /* active list, or pool (next only) */
   CURL *easy;
   struct curl_slist *slist;         /* owned; kept with the pooled handle while the next request's headers match */
@@ -78,8 +96,8 @@ struct http_xfer {
 struct http_client {
   curl_api api;                     /* first: what every call into libcurl goes through */
   uv_loop_t *loop;
-  CURLM *multi;
-  uv_timer_t timer;
+  shardslot *shards;                /* owned, each shard owned; shards never move (their timers are uv handles) */
+  size_t n_shards;
   http_xfer *act, *pool;
   size_t n_act, n_pool;
   fdslot *fds;                      /* owned, indexed by fd: the hsock of every socket we watch or opened */
@@ -119,13 +137,15 @@ static void finalize(http_client *c) {
   http_closed_fn closed = c->closed;
   void *ud = c->closed_ud;
   __typeof__(curl_global_cleanup) *global_cleanup = c->api.global_cleanup;
+  for (size_t i = 0; i < c->n_shards; i++) free(c->shards[i].s);
+  free(c->shards);
   free(c);
   global_cleanup();
   if (closed) closed(ud);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
-  http_client *c = h->data;
+  http_client *c = h->type == UV_POLL ? h->data : ((http_shard *)h->data)->c;
   if (h->type == UV_POLL) free(h);
   if (--c->pending == 0 && c->closing) finalize(c);
 }
@@ -143,7 +163,7 @@ static void sock_drop(http_client *c, hsock *k) {
 
 static void on_poll(uv_poll_t *p, int status, int events);
 
-static hsock *sock_new(http_client *c, curl_socket_t fd, int owned) {
+static hsock *sock_new(http_client *c, http_shard *s, curl_socket_t fd, int owned) {
   if (fd < 0) return NULL;
   if ((size_t)fd >= c->n_fds) {
     size_t n = c->n_fds ? c->n_fds : 64;
@@ -158,6 +178,7 @@ static hsock *sock_new(http_client *c, curl_socket_t fd, int owned) {
   if (!k) return NULL;
   if (uv_poll_init_socket(c->loop, &k->poll, fd) != 0) { free(k); return NULL; }
   k->poll.data = c;
+  k->s = s;
   k->fd = fd;
   k->want = k->polling = 0;
   k->owned = owned;
@@ -188,7 +209,8 @@ static int sock_watch(hsock *k, int ev) {
 static void unlink_act(http_client *c, http_xfer *x) {
   if (x->prev) x->prev->next = x->next; else c->act = x->next;
   if (x->next) x->next->prev = x->prev;
-  if (--c->n_act == 0) uv_unref((uv_handle_t *)&c->timer);
+  c->n_act--;
+  if (--x->s->n_act == 0) uv_unref((uv_handle_t *)&x->s->timer);
 }
 
 static void recycle(http_client *c, http_xfer *x) {
@@ -200,7 +222,7 @@ static void recycle(http_client *c, http_xfer *x) {
 }
 
 static void finish(http_client *c, http_xfer *x, CURLcode rc) {
-  c->api.multi_remove_handle(c->multi, x->easy);
+  c->api.multi_remove_handle(x->s->multi, x->easy);
   unlink_act(c, x);
   http_res r = { .err = (int)rc, .errmsg = "" };
   if (rc == CURLE_OK) c->api.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
@@ -230,10 +252,11 @@ static void finish(http_client *c, http_xfer *x, CURLcode rc) {
 /* Called after every socket_action: collect finished transfers one message at a time, so a done
  * callback cancelling another finished xfer (its message is dropped by remove_handle) or closing
  * the client is safe. */
-static void check_done(http_client *c) {
+static void check_done(http_shard *s) {
+  http_client *c = s->c;
   CURLMsg *m;
   int left;
-  while (!c->closing && (m = c->api.multi_info_read(c->multi, &left))) {
+  while (!c->closing && (m = c->api.multi_info_read(s->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     char *priv = NULL;
     CURLcode rc = m->data.result;
@@ -250,46 +273,53 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   int f = status < 0 ? CURL_CSELECT_ERR
                      : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
   int running;
-  c->api.multi_socket_action(c->multi, k->fd, f, &running);
-  check_done(c);
+  c->api.multi_socket_action(k->s->multi, k->fd, f, &running);
+  check_done(k->s);
 }
 
 static void on_timer(uv_timer_t *t) {
-  http_client *c = t->data;
+  http_shard *s = t->data;
   int running;
-  c->api.multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_done(c);
+  s->c->api.multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(s);
 }
 
 /* The hsock is found by fd number, never through curl_multi_assign: curl's per-socket entry (and
  * its pointer) ends at every CURL_POLL_REMOVE, and on a close curl reports REMOVE only after
  * sock_closed has freed the hsock. */
-static int curl_sock_cb(CURL *e, curl_socket_t s, int what, void *ud, void *sockp) {
+static int curl_sock_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp) {
   (void)e; (void)sockp;
-  http_client *c = ud;
-  hsock *k = sock_get(c, s);
+  http_shard *s = ud;
+  http_client *c = s->c;
+  hsock *k = sock_get(c, fd);
+  if (k && k->s != s) {             /* the number now belongs to another cache's socket: this one's is closed */
+    if (what == CURL_POLL_REMOVE) return 0;
+    sock_drop(c, k);
+    k = NULL;
+  }
   if (what == CURL_POLL_REMOVE) {
     if (k && k->owned) sock_watch(k, 0);
     else if (k) sock_drop(c, k);    /* not opened by us (the resolver's wakeup socket): its close is never reported */
     return 0;
   }
-  if (!k && !(k = sock_new(c, s, 0))) return -1;
+  if (!k && !(k = sock_new(c, s, fd, 0))) return -1;
   return sock_watch(k, (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0));
 }
 
 /* CURLOPT_OPENSOCKETFUNCTION: curl's own socket() call, plus the hsock that lives as long as the fd. */
 static curl_socket_t sock_open(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
   (void)purpose;
-  http_client *c = ud;
+  http_shard *s = ud;
+  http_client *c = s->c;
   curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
   if (fd == CURL_SOCKET_BAD) return fd;
   /* The number was free, so an hsock still holding it is stale: a resolver socket curl closed
    * before its REMOVE. curl still counts that watch for this number and reports only changes, so
    * the new socket takes it over. */
   hsock *old = sock_get(c, fd), *k;
-  int want = old ? old->want : 0;
+  int want = old && old->s == s ? old->want : 0;
   if (old) sock_drop(c, old);
-  if (!(k = sock_new(c, fd, 1)) || sock_watch(k, want) != 0) {
+  if (!(k = sock_new(c, s, fd, 1)) || sock_watch(k, want) != 0) {
     if (k) sock_drop(c, k);
     close(fd);
     return CURL_SOCKET_BAD;
@@ -307,9 +337,9 @@ static int sock_closed(void *ud, curl_socket_t fd) {
 
 static int curl_timer_cb(CURLM *m, long ms, void *ud) {
   (void)m;
-  http_client *c = ud;
-  if (ms < 0) uv_timer_stop(&c->timer);
-  else uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0); /* 0: curl wants action now, on this turn */
+  http_shard *s = ud;
+  if (ms < 0) uv_timer_stop(&s->timer);
+  else uv_timer_start(&s->timer, on_timer, (uint64_t)ms, 0); /* 0: curl wants action now, on this turn */
   return 0;
 }
 
@@ -424,9 +454,9 @@ static void set_fixed(http_client *c, http_xfer *x) {
   c->api.easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   c->api.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   c->api.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  /* The connection (and these) may outlive the easy handle, in the multi's cache: data is the client. */
+  /* The connection keeps these and may outlive the easy handle, in the multi's cache: data is the
+   * client. OPENSOCKETDATA, the shard, is set per request. */
   c->api.easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, sock_open);
-  c->api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sock_closed);
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
   /* CURLOPT_CAINFO NULL means "no CA file", not "the default": kept to restore it after a ca_file. */
@@ -436,7 +466,8 @@ static void set_fixed(http_client *c, http_xfer *x) {
 }
 
 http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void *ud, char *err, size_t errlen) {
-  const char *why = !c || !r || !done ? "invalid argument" : c->closing ? "client is closing" : validate(r);
+  const char *why = !c || !r || !done ? "invalid argument" : c->closing ? "client is closing"
+                  : r->shard < 0 || (size_t)r->shard >= c->n_shards ? "no such shard" : validate(r);
   if (why) { set_err(err, errlen, "%s", why); return NULL; }
   http_xfer *x = c->pool;
   if (x) {
@@ -449,7 +480,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
       return NULL;
     }
   }
-  x->c = c; x->done = done; x->ud = ud; x->in_cb = 0; x->fail = NULL;
+  x->c = c; x->s = c->shards[r->shard].s; x->done = done; x->ud = ud; x->in_cb = 0; x->fail = NULL;
   x->n_hdr = 0; x->errbuf[0] = '\0';
   x->max_body = r->max_body ? r->max_body : BODY_DEFAULT;
   if (!x->configured) set_fixed(c, x);
@@ -483,6 +514,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   }
   if (oom) { set_err(err, errlen, "out of memory"); recycle(c, x); return NULL; }
 
+  c->api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, x->s);
   c->api.easy_setopt(e, CURLOPT_URL, r->url);
   c->api.easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(r->url, "https:", 6) == 0 ? 1L : 0L); /* prefer h2 multiplexing */
   if (strcmp(method, "GET") == 0) {
@@ -503,7 +535,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   c->api.easy_setopt(e, CURLOPT_CAINFO, r->ca_file ? r->ca_file : x->default_ca);
   c->api.easy_setopt(e, CURLOPT_CAPATH, r->ca_file ? (const char *)NULL : x->default_capath);
 
-  CURLMcode mc = c->api.multi_add_handle(c->multi, e);
+  CURLMcode mc = c->api.multi_add_handle(x->s->multi, e);
   if (mc != CURLM_OK) {
     set_err(err, errlen, "%s", c->api.multi_strerror(mc));
     recycle(c, x);
@@ -513,16 +545,42 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   x->next = c->act;
   if (c->act) c->act->prev = x;
   c->act = x;
-  if (c->n_act++ == 0) uv_ref((uv_handle_t *)&c->timer);
+  c->n_act++;
+  if (x->s->n_act++ == 0) uv_ref((uv_handle_t *)&x->s->timer);
   return x;
 }
 
 void http_cancel(http_xfer *x) {
   if (!x || x->in_cb) return;
   http_client *c = x->c;
-  c->api.multi_remove_handle(c->multi, x->easy);
+  c->api.multi_remove_handle(x->s->multi, x->easy);
   unlink_act(c, x);
   recycle(c, x);
+}
+
+/* A new shard at the end of c->shards; -1 on OOM. */
+static int shard_add(http_client *c) {
+  shardslot *t = realloc(c->shards, (c->n_shards + 1) * sizeof *t);
+  if (!t) return -1;
+  c->shards = t;
+  http_shard *s = calloc(1, sizeof *s);
+  if (!s) return -1;
+  if (!(s->multi = c->api.multi_init())) { free(s); return -1; }
+  if (uv_timer_init(c->loop, &s->timer) != 0) { c->api.multi_cleanup(s->multi); free(s); return -1; }
+  s->c = c;
+  s->timer.data = s;
+  uv_unref((uv_handle_t *)&s->timer);
+  CURLM *m = s->multi;
+  c->api.multi_setopt(m, CURLMOPT_SOCKETFUNCTION, curl_sock_cb);
+  c->api.multi_setopt(m, CURLMOPT_SOCKETDATA, s);
+  c->api.multi_setopt(m, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+  c->api.multi_setopt(m, CURLMOPT_TIMERDATA, s);
+  c->api.multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  c->api.multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);  /* unlimited */
+  c->api.multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L); /* unlimited */
+  c->api.multi_setopt(m, CURLMOPT_MAXCONNECTS, 10000L);       /* idle connection cache */
+  c->shards[c->n_shards].s = s;
+  return (int)c->n_shards++;
 }
 
 http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen) {
@@ -540,26 +598,29 @@ http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen) {
     free(c);
     return NULL;
   }
-  if (!(c->multi = c->api.multi_init()) || uv_timer_init(loop, &c->timer) != 0) {
-    if (c->multi) c->api.multi_cleanup(c->multi);
+  c->loop = loop;
+  if (shard_add(c) != 0) {             /* shard 0: one-off requests, and the first claims */
     c->api.global_cleanup();
+    free(c->shards);
     free(c);
     set_err(err, errlen, "out of memory");
     return NULL;
   }
-  c->loop = loop;
-  c->timer.data = c;
-  uv_unref((uv_handle_t *)&c->timer);
-  CURLM *m = c->multi;
-  c->api.multi_setopt(m, CURLMOPT_SOCKETFUNCTION, curl_sock_cb);
-  c->api.multi_setopt(m, CURLMOPT_SOCKETDATA, c);
-  c->api.multi_setopt(m, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-  c->api.multi_setopt(m, CURLMOPT_TIMERDATA, c);
-  c->api.multi_setopt(m, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-  c->api.multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);  /* unlimited */
-  c->api.multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L); /* unlimited */
-  c->api.multi_setopt(m, CURLMOPT_MAXCONNECTS, 10000L);       /* idle connection cache */
   return c;
+}
+
+int http_claim(http_client *c) {
+  if (!c || c->closing) return -1;
+  size_t i = 0;
+  while (i < c->n_shards && c->shards[i].s->users >= SHARD_USERS) i++;
+  if (i == c->n_shards && shard_add(c) < 0) return -1;
+  c->shards[i].s->users++;
+  return (int)i;
+}
+
+void http_release(http_client *c, int shard) {
+  if (c && !c->closing && shard >= 0 && (size_t)shard < c->n_shards && c->shards[shard].s->users)
+    c->shards[shard].s->users--;
 }
 
 void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
@@ -567,9 +628,9 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
   c->closing = 1;
   c->closed = closed;
   c->closed_ud = ud;
-  for (http_xfer *x = c->act, *next; x; x = next) { /* the timer is closed below: no unref needed */
+  for (http_xfer *x = c->act, *next; x; x = next) { /* the timers are closed below: no unref needed */
     next = x->next;
-    c->api.multi_remove_handle(c->multi, x->easy);
+    c->api.multi_remove_handle(x->s->multi, x->easy);
     xfer_free(c, x);
   }
   c->act = NULL;
@@ -579,15 +640,19 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
     c->pool = x->next;
     xfer_free(c, x);
   }
-  c->api.multi_cleanup(c->multi);   /* closes cached connections, through sock_closed */
-  c->multi = NULL;
+  for (size_t i = 0; i < c->n_shards; i++) {
+    c->api.multi_cleanup(c->shards[i].s->multi);   /* closes cached connections, through sock_closed */
+    c->shards[i].s->multi = NULL;
+  }
   for (size_t i = 0; i < c->n_fds; i++)
     if (c->fds[i].k) sock_drop(c, c->fds[i].k);
   free(c->fds);
   c->fds = NULL;
   c->n_fds = 0;
-  c->pending++;
-  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  for (size_t i = 0; i < c->n_shards; i++) {
+    c->pending++;
+    uv_close((uv_handle_t *)&c->shards[i].s->timer, on_handle_closed);
+  }
 }
 
 /* An HTTP-date (RFC 9110 5.6.7: the IMF-fixdate, and the obsolete RFC 850 and asctime

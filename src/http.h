@@ -40,6 +40,7 @@ typedef struct http_req {
   long max_redirects;     /* 0 = do not follow redirects; n > 0 follows up to n (http/https only) */
   int insecure;           /* 1 disables TLS peer/host verification; default verifies */
   const char *ca_file;    /* CA certificates (PEM) to verify with instead of the system's; NULL: the system's */
+  int shard;              /* connection cache, from http_claim; 0 (one shared by one-off requests) by default */
 } http_req;
 
 /* Caller owns the client (free with http_client_close); loop is borrowed and must outlive it. NULL on failure. */
@@ -62,6 +63,15 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud);
 
 /* Retry-After value (delta-seconds or HTTP-date) in ms from now; -1 if NULL/unparsable; past dates give 0. Pure. */
 int64_t http_retry_after_ms(const char *value, time_t now);
+
+/* Connection caches. libcurl walks a host's whole cache on every transfer, so a client that many
+ * claimants (uploaders, each making one request at a time to its own place) share keeps several,
+ * each holding at most a few dozen claims. A claimant calls http_claim once and puts the result in
+ * http_req.shard for each of its requests, which then reuse the connections of that cache;
+ * http_release ends the claim. http_claim returns -1 on OOM or while closing; http_release of -1,
+ * or after close, is a no-op. Borrow c. */
+int http_claim(http_client *c);
+void http_release(http_client *c, int shard);
 
 /* Number of transfers started and neither finished nor cancelled. Borrows c. */
 size_t http_active(const http_client *c);

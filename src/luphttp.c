@@ -19,6 +19,7 @@ struct lw_uphttp {
   int insecure;
   char *ca_file;             /* owned; NULL: the system's CAs */
   int64_t max_retry_after_ms;
+  int shard;                 /* claimed connection cache (http_claim) of the shared client; -1: none yet */
   http_xfer *x;              /* the attempt in flight */
   wl_job finish;             /* completion, run from the loop */
   lw_hres res;               /* owned copies of the last response */
@@ -33,6 +34,7 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
     luaL_error(L, "wsup.uploader: option 'url' must start with http:// or https://");
   if (!(h = w->http = calloc(1, sizeof *h)) || !(h->url = strdup(lua_tostring(L, -1))))
     luaL_error(L, "wsup.uploader: out of memory");
+  h->shard = -1;
   if (!w->name) {
     char name[256];
     lw_redact_url(name, sizeof name, h->url);
@@ -86,6 +88,7 @@ void lw_uphttp_free(lw_up *w) {
   if (!h) return;
   if (h->x && w->c && w->c->open) http_cancel(h->x);
   if (w->c && w->c->open) wl_cancel(&w->c->loop, &h->finish);
+  if (w->c && w->c->open) http_release(w->c->http, h->shard);
   for (int i = 0; i < h->n; i++) free(h->lines[i]);
   lw_hres_clear(&h->res);
   free(h->ca_file);
@@ -177,6 +180,7 @@ void lw_uphttp_send(upl *u) {
     snprintf(msg, sizeof msg, "cannot start the HTTP client: %s", why);
     return fail_now(w, msg);
   }
+  if (h->shard < 0) h->shard = http_claim(w->c->http); /* -1 (OOM): the shared shard 0 */
   lines[n++] = CT_JSON;
   for (int i = 0; i < h->n; i++) lines[n++] = h->lines[i];
   if (h->headers_fn) {
@@ -201,6 +205,7 @@ void lw_uphttp_send(upl *u) {
   r.connect_timeout_ms = h->connect_timeout_ms;
   r.insecure = h->insecure;
   r.ca_file = h->ca_file;
+  r.shard = h->shard < 0 ? 0 : h->shard;
   h->x = http_start(w->c->http, &r, on_done, w, err, sizeof err);
   lua_settop(L, top);
   if (!h->x) fail_now(w, err);

@@ -446,6 +446,74 @@ static void run_one(env *e, const http_req *r, got *g) {
   assert_int_equal(g->err, 0);
 }
 
+/* Claims fill a connection cache (shard) before the next is made; each shard keeps its own
+ * connections, which its own requests reuse; closing a client with several shards frees them all. */
+static void test_shards(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  char err[128];
+  int first[64], i;
+  for (i = 0; i < 64; i++) first[i] = http_claim(e.c);
+  for (i = 0; i < 64; i++) assert_int_equal(first[i], 0);
+  assert_int_equal(http_claim(e.c), 1);           /* shard 0 is full */
+  http_release(e.c, 0);
+  assert_int_equal(http_claim(e.c), 0);           /* a released place is taken again, lowest shard first */
+  http_release(e.c, -1);                          /* no-ops */
+  http_release(e.c, 99);
+  assert_int_equal(http_claim(e.c), 1);
+  assert_null(http_start(e.c, &(http_req){ .url = url(&e, s, "/echo"), .shard = 2 }, on_done, NULL, err, sizeof err));
+  assert_string_equal(err, "no such shard");
+  assert_null(http_start(e.c, &(http_req){ .url = e.url, .shard = -1 }, on_done, NULL, err, sizeof err));
+
+  got *g = calloc(4, sizeof *g);
+  int opened0 = atomic_load(&s->opened);
+  run_one(&e, &(http_req){ .method = "PUT", .url = url(&e, s, "/echo"), .body = "a", .body_len = 1 }, &g[0]);
+  assert_int_equal(atomic_load(&s->opened) - opened0, 1);
+  run_one(&e, &(http_req){ .method = "PUT", .url = e.url, .body = "b", .body_len = 1, .shard = 1 }, &g[1]);
+  assert_int_equal(atomic_load(&s->opened) - opened0, 2); /* shard 1 cannot see shard 0's idle connection */
+  run_one(&e, &(http_req){ .method = "PUT", .url = e.url, .body = "c", .body_len = 1, .shard = 0 }, &g[2]);
+  run_one(&e, &(http_req){ .method = "PUT", .url = e.url, .body = "d", .body_len = 1, .shard = 1 }, &g[3]);
+  assert_int_equal(atomic_load(&s->opened) - opened0, 2); /* each reused its own */
+  for (i = 0; i < 4; i++) {
+    assert_int_equal(g[i].status, 200);
+    assert_int_equal(g[i].body_len, 1);
+    assert_int_equal(g[i].body[0], "abcd"[i]);
+    free(g[i].body);
+  }
+  free(g);
+  env_done(&e);                                   /* both shards' timers and sockets closed, memory freed */
+}
+
+/* Concurrent claimants spread over several shards: every transfer completes, and a second round
+ * reuses every connection of the first (each claimant finds its own shard's idle connection). */
+static void test_shards_concurrent(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  conc *k = calloc(1, sizeof *k);
+  int shard[NCONC], opened0 = atomic_load(&s->opened), first = 0;
+  for (int i = 0; i < NCONC; i++) shard[i] = http_claim(e.c);
+  assert_int_equal(shard[NCONC - 1], (NCONC - 1) / 64);
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < NCONC; i++) {
+      snprintf(k->body[i], sizeof k->body[i], "{\"n\":%d,\"r\":%d}", i, round);
+      start(&e, &(http_req){ .method = "PUT", .url = url(&e, s, "/echo"), .body = k->body[i],
+                             .body_len = strlen(k->body[i]), .shard = shard[i] }, &k->g[i]);
+    }
+    run(&e);
+    for (int i = 0; i < NCONC; i++) {
+      assert_int_equal(k->g[i].calls, round + 1);
+      assert_string_equal(k->g[i].body, k->body[i]);
+    }
+    int opened = atomic_load(&s->opened) - opened0;
+    if (round == 0) first = opened;
+    else assert_int_equal(opened, first);
+  }
+  assert_true(first >= 4);                        /* at least one connection per shard */
+  for (int i = 0; i < NCONC; i++) free(k->g[i].body);
+  free(k);
+  env_done(&e);
+}
+
 static void test_pooled_handle_no_leak(void **state) {
   srv *s = *state;
   env e; env_init(&e);
@@ -675,11 +743,13 @@ int main(void) {
     cmocka_unit_test(test_reentrancy),
     cmocka_unit_test(test_concurrent_and_liveness),
     cmocka_unit_test(test_pooled_handle_no_leak),
+    cmocka_unit_test(test_shards),
+    cmocka_unit_test(test_shards_concurrent),
     cmocka_unit_test(test_fd_reuse),
     cmocka_unit_test(test_resolver_sockets),
     cmocka_unit_test(test_idle_peer_close),
     cmocka_unit_test(test_client_new_says_why_it_fails),
-      cmocka_unit_test(test_retry_after_parse),
+    cmocka_unit_test(test_retry_after_parse),
     cmocka_unit_test(test_bench_keepalive),
   };
   return cmocka_run_group_tests(tests, srv_setup, srv_teardown);
