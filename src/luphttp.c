@@ -32,9 +32,9 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
   if (lua_getfield(L, 1, "url") != LUA_TSTRING) luaL_error(L, "wsup.uploader: option 'url' must be a string");
   if (strncmp(lua_tostring(L, -1), "http://", 7) != 0 && strncmp(lua_tostring(L, -1), "https://", 8) != 0)
     luaL_error(L, "wsup.uploader: option 'url' must start with http:// or https://");
-  if (!(h = w->http = calloc(1, sizeof *h)) || !(h->url = strdup(lua_tostring(L, -1))))
-    luaL_error(L, "wsup.uploader: out of memory");
-  h->shard = -1;
+  if (!(h = w->http = calloc(1, sizeof *h))) luaL_error(L, "wsup.uploader: out of memory");
+  h->shard = -1;                       /* before anything can raise: lw_uphttp_free releases a shard >= 0 */
+  if (!(h->url = strdup(lua_tostring(L, -1)))) luaL_error(L, "wsup.uploader: out of memory");
   if (!w->name) {
     char name[256];
     lw_redact_url(name, sizeof name, h->url);
