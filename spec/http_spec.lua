@@ -290,13 +290,13 @@ describe("HTTP sender against nginx", function()
     up:close()
   end)
 
-  -- The PUT lines of nginx's tls.log whose uri starts with prefix: protocol, connection
-  -- number, uri, status. nginx logs a request after answering it, so this waits (up to
-  -- 2 s) for want lines.
-  local function tls_puts(prefix, want)
+  -- The PUT lines of one of nginx's logs (tls.log, or plain.log for the HTTP server)
+  -- whose uri starts with prefix, in order: protocol, connection number, uri, status.
+  -- nginx logs a request after answering it, so this waits (up to 2 s) for want lines.
+  local function logged_puts(log, prefix, want)
     local function read()
       local rows = {}
-      for line in (cli.slurp(nginx.prefix .. "/tls.log") or ""):gmatch("[^\n]+") do
+      for line in (cli.slurp(nginx.prefix .. "/" .. log) or ""):gmatch("[^\n]+") do
         local proto, conn, method, uri, status = line:match("^(%S+) (%d+) (%S+) (%S+) (%d+)$")
         if method == "PUT" and uri:sub(1, #prefix) == prefix then
           rows[#rows + 1] = { proto = proto, conn = conn, uri = uri, status = status }
@@ -321,7 +321,7 @@ describe("HTTP sender against nginx", function()
     assert.matches('"worker_status":"busy"', res.body, 1, true)
     assert.matches('"external_metadata":{"n":123456789012345678}', res.body, 1, true)
     assert.equals(#'{"worker_status":"busy","external_metadata":{"n":123456789012345678}}', #res.body)
-    local puts = tls_puts("/worker/tls", 1)
+    local puts = logged_puts("tls.log", "/worker/tls", 1)
     assert.equals(1, #puts)
     assert.equals("HTTP/2.0", puts[1].proto)
     up:close()
@@ -413,6 +413,26 @@ assert(res == nil and code == "tls", tostring(msg))
       "wsup.http.request: 'ca_file' must be a string")
   end)
 
+  it("keeps 200 url uploaders on the connections they opened, across connection caches", function()
+    -- 200 is more uploaders than one connection cache serves (64): each must find its own
+    -- idle connection again in its cache, so the second round opens none.
+    assert(nginx, why)
+    local ups = {}
+    for i = 1, 200 do ups[i] = wsup.uploader { url = ("%s/worker/reuse%d"):format(nginx.url, i) } end
+    for round = 1, 2 do
+      for i = 1, 200 do ups[i]:enqueue { round = round } end
+      for i = 1, 200 do assert.is_true(ups[i]:flush(5000)) end
+    end
+    local puts = logged_puts("plain.log", "/worker/reuse", 400)
+    assert.equals(400, #puts)
+    local first = {}
+    for i = 1, 200 do first[puts[i].conn] = true end
+    for i = 201, 400 do
+      assert.is_true(first[puts[i].conn] ~= nil, ("PUT %d came on a new connection %s"):format(i, puts[i].conn))
+    end
+    for i = 1, 200 do ups[i]:close() end
+  end)
+
   it("multiplexes many uploaders over a few HTTP/2 connections", function()
     assert(nginx, why)
     local ups = {}
@@ -421,7 +441,7 @@ assert(res == nil and code == "tls", tostring(msg))
       ups[i]:enqueue { worker_status = "busy", n = i }
     end
     for i = 1, 50 do assert.is_true(ups[i]:flush(5000)) end
-    local conns, puts = {}, tls_puts("/worker/mux", 50)
+    local conns, puts = {}, logged_puts("tls.log", "/worker/mux", 50)
     for _, row in ipairs(puts) do
       conns[row.conn] = true
       assert.equals("201", row.status) -- a new file each
