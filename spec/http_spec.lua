@@ -24,6 +24,51 @@ describe("HTTP sender against the embedded receiver", function()
   end)
   local function uploader(opts) return H.track(wsup.uploader(opts)) end
 
+  it("reports a headers function's unusable table through on_error and retries; the host keeps running", function()
+    local errs, calls = {}, 0
+    local up = uploader { url = rcv.url .. "/worker/hdrbad", base_delay_ms = 10, jitter_ms = 0,
+      on_error = function(e) errs[#errs + 1] = e end,
+      headers = function()
+        calls = calls + 1
+        if calls == 1 then return { X = true } end
+        if calls == 2 then
+          local t = {}
+          for i = 1, 70 do t["X-" .. i] = "v" end
+          return t
+        end
+        if calls == 3 then return { ["Bad Name"] = "v" } end
+        if calls == 4 then return { X = "a\r\nInjected: 1" } end
+        return { ["X-Ok"] = "1" }
+      end }
+    up:enqueue { a = 1 }
+    assert.is_true(up:flush(3000))
+    assert.equals(5, calls)
+    assert.equals(4, #errs)
+    assert.matches("headers must map names to strings", errs[1])
+    assert.matches("more than %d+ headers", errs[2])
+    assert.matches('invalid header name "Bad Name"', errs[3], 1, true)
+    assert.matches('header "X": CR, LF or a control character in its value', errs[4], 1, true)
+    assert.same({ a = 1 }, rcv:state("/worker/hdrbad"))
+  end)
+
+  it("refuses header names and values that are not HTTP when the uploader is made, naming them", function()
+    assert.has_error(function() wsup.uploader { url = rcv.url .. "/w", headers = { ["Bad Name"] = "v" } } end,
+      'wsup.uploader: option \'headers\': invalid header name "Bad Name"')
+    assert.has_error(function() wsup.uploader { url = rcv.url .. "/w", headers = { X = "a\rb" } } end,
+      'wsup.uploader: option \'headers\': header "X": CR, LF or a control character in its value')
+    assert.has_error(function() wsup.http.request { url = rcv.url .. "/w", headers = { ["a:b"] = "v" } } end,
+      'wsup.http.request: invalid header name "a:b"')
+  end)
+
+  it("reads the 413 a server sends before taking an oversized body, every time", function()
+    local big = ("x"):rep(2 * 1024 * 1024)
+    for i = 1, 4 do
+      local res, err, code = wsup.http.request { method = "PUT", url = rcv.url .. "/worker/big", body = big }
+      assert.is_table(res, ("attempt %d: %s (%s)"):format(i, tostring(err), tostring(code)))
+      assert.equals(413, res.status)
+    end
+  end)
+
   it("PUTs the coalesced patch as JSON, and the server ends with the exact state", function()
     local up = uploader { url = rcv.url .. "/worker/a" }
     up:enqueue { worker_status = "idle", external_metadata = { n = 123456789012345678, gone = 1 } }

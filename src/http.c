@@ -269,12 +269,18 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   hsock *k = (hsock *)p;
   http_client *c = p->data;
   if (!k->want) { uv_poll_stop(p); k->polling = 0; return; } /* idle: curl checks the connection before reuse */
-  if (status < 0) k->polling = 0; /* libuv stopped the handle on the error: re-arm on curl's next ask */
-  int f = status < 0 ? CURL_CSELECT_ERR
-                     : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
+  /* On an error (POLLERR: libuv has stopped the handle) curl is told nothing (0) and checks the
+   * socket itself: a server that refuses a large body answers (413) and resets, and that answer
+   * is still there to read; CURL_CSELECT_ERR would fail the transfer without reading it. */
+  int f = status < 0 ? 0 : (events & UV_READABLE ? CURL_CSELECT_IN : 0) | (events & UV_WRITABLE ? CURL_CSELECT_OUT : 0);
+  http_shard *s = k->s;
+  curl_socket_t fd = k->fd;
   int running;
-  c->api.multi_socket_action(k->s->multi, k->fd, f, &running);
-  check_done(k->s);
+  if (status < 0) k->polling = 0;
+  s->c->api.multi_socket_action(s->multi, fd, f, &running);
+  /* curl reports only changes of what it watches: if it still wants this socket, watch it again. */
+  if (status < 0 && (k = sock_get(c, fd)) != NULL && k->want && !k->polling) sock_watch(k, k->want);
+  check_done(s);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -675,8 +681,8 @@ int64_t http_retry_after_ms(const char *v, time_t now) {
   while (*v == ' ' || *v == '\t') v++;
   if (*v >= '0' && *v <= '9') {
     int64_t s = 0;
-    for (; *v >= '0' && *v <= '9'; v++)
-      s = s > INT64_MAX / 10000 ? INT64_MAX / 1000 : s * 10 + (*v - '0');
+    for (; *v >= '0' && *v <= '9'; v++) /* saturates at what s * 1000 can hold */
+      s = s > (INT64_MAX / 1000 - (*v - '0')) / 10 ? INT64_MAX / 1000 : s * 10 + (*v - '0');
     while (*v == ' ' || *v == '\t') v++;
     return *v ? -1 : s * 1000;
   }

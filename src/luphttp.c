@@ -65,8 +65,6 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
     break;
   case LUA_TTABLE:
     n = lw_header_lines(L, -1, lines, MAX_HEADERS - 1, "wsup.uploader: option 'headers'");
-    for (int i = 0; i < n; i++)
-      if (strpbrk(lines[i], "\r\n")) luaL_error(L, "wsup.uploader: option 'headers': CR or LF in a header");
     for (int i = 0; i < n; i++) h->lines[h->n++] = strdup(lines[i]);
     lua_pop(L, n);
     break;
@@ -166,6 +164,17 @@ static void on_done(void *ud, const http_res *r) {
 
 static void fail_now(lw_up *w, const char *msg) { lw_up_done(w, UPL_RETRY, 0, msg); }
 
+/* Protected: calls headers function 1 and returns its "Name: value" lines (at most
+ * integer 2 of them), or raises saying what is wrong with its result. */
+static int headers_call(lua_State *L) {
+  const char *lines[MAX_HEADERS];
+  int max = (int)lua_tointeger(L, 2);
+  lua_settop(L, 1);
+  lua_call(L, 0, 1);
+  if (!lua_istable(L, -1)) return luaL_error(L, "headers function must return a table, not %s", luaL_typename(L, -1));
+  return lw_header_lines(L, -1, lines, max, "headers function"); /* the lines are the top values */
+}
+
 void lw_uphttp_send(upl *u) {
   lw_up *w = (lw_up *)u;
   lw_uphttp *h = w->http;
@@ -184,16 +193,18 @@ void lw_uphttp_send(upl *u) {
   lines[n++] = CT_JSON;
   for (int i = 0; i < h->n; i++) lines[n++] = h->lines[i];
   if (h->headers_fn) {
-    /* Called on each attempt so a token can be refreshed. */
-    luaL_checkstack(L, MAX_HEADERS + 4, "headers");
+    /* Called on each attempt so a token can be refreshed; checked under the same pcall,
+     * since an unusable table must be reported and retried, never raised into the loop. */
+    luaL_checkstack(L, MAX_HEADERS + 8, "headers");
+    lua_pushcfunction(L, headers_call);
     lw_up_push_uv(w, L, UV_HEADERS);
-    if (lw_pcall(L, 0, 1) != LUA_OK || !lua_istable(L, -1)) {
-      if (!lua_isstring(L, -1)) lua_pushliteral(L, "headers function must return a table");
+    lua_pushinteger(L, MAX_HEADERS - n);
+    if (lw_pcall(L, 2, LUA_MULTRET) != LUA_OK) {
       lw_up_report(w, L);
       lua_settop(L, top);
       return fail_now(w, "headers function failed");
     }
-    n += lw_header_lines(L, -1, lines + n, MAX_HEADERS - n, "headers function");
+    for (int i = top + 1; i <= lua_gettop(L); i++) lines[n++] = lua_tostring(L, i);
   }
   r.method = "PUT";
   r.url = h->url;

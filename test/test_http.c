@@ -681,7 +681,14 @@ static void test_retry_after_parse(void **state) {
   assert_int_equal(http_retry_after_ms(NULL, now), -1);
   assert_int_equal(http_retry_after_ms("12abc", now), -1);
   assert_int_equal(http_retry_after_ms("-5", now), -1);
-  assert_true(http_retry_after_ms("99999999999999999999999999", now) > 0);
+  /* Seconds beyond what milliseconds in an int64 hold saturate, never wrap. */
+  const int64_t most = INT64_MAX / 1000 * 1000;
+  assert_int_equal(http_retry_after_ms("99999999999999999999999999", now), most);
+  assert_int_equal(http_retry_after_ms("9223372036854775", now), most);
+  assert_int_equal(http_retry_after_ms("9223372036854776", now), most);
+  assert_int_equal(http_retry_after_ms("9223372036854779", now), most);
+  assert_int_equal(http_retry_after_ms("92233720368547790", now), most);
+  assert_int_equal(http_retry_after_ms("922337203685477", now), 922337203685477000);
 }
 
 /* Keep-alive throughput: WSUP_HTTP_BENCH=N requests (default 2000), 100 in flight; prints client CPU per request. */
