@@ -182,6 +182,15 @@ describe("wsup pipe", function()
       assert.equal(1, summary(r.err).bad)
     end)
 
+    it("--max-line: a CRLF line of exactly the limit is taken (the CR is not counted)", function()
+      local r = pipe('{"a":1}\r\n{"b":22}\r\n', "--max-line 7") -- the second is one byte too long
+      assert.equal(0, r.rc, r.err)
+      assert.same({ a = 1 }, rcv:state("/worker"))
+      local bad = cli.grep(r.err, "^line ")
+      assert.equal(1, #bad, r.err)
+      assert.matches("^line 2: longer than 7 bytes", bad[1])
+    end)
+
     it("--max-line: a line spanning many reads (300 KB) is reported once, with the right number", function()
       local long = '{"x":"' .. ("b"):rep(300000) .. '"}'
       local r = pipe('{"a":1}\n{"b":2}\n' .. long .. '\n{"c":3}\n', "--max-line 100000")
@@ -210,6 +219,10 @@ describe("wsup pipe", function()
       { "--url http://127.0.0.1:1/w --base-delay-ms -5", "a negative --base-delay-ms" },
       { "--url http://127.0.0.1:1/w --header NoColonHere", "a --header without 'Name: value'" },
       { "--url http://127.0.0.1:1/w stray", "a stray argument" },
+      { "--url http://127.0.0.1:1/w --header 'Bad Name: v'", "a --header whose name is not a token" },
+      { "--url http://127.0.0.1:1/w --header \"$(printf 'X: a\\rb')\"", "a --header value with a CR" },
+      { "--url http://127.0.0.1:1/w --max-line 1e30", "a --max-line beyond the integers" },
+      { "--url http://127.0.0.1:1/w --drain-ms 1e30", "a --drain-ms beyond the integers" },
     }
     for _, c in ipairs(cases) do
       it("exits 2 and prints usage on stderr for " .. c[2], function()

@@ -134,16 +134,16 @@ static void deliver_lines(void *ud) {
     if (start >= p->len) break; /* also: no buffer yet after an empty read */
     nl = memchr(p->buf + start, '\n', p->len - start);
     if (!nl) break;
+    size_t n = (size_t)(nl - (p->buf + start));
+    if (n && nl[-1] == '\r') n--;                /* CRLF: the CR ends the line, it is not in it */
     p->lineno++;
-    if ((size_t)(nl - (p->buf + start)) > p->max_line) p->skipping = 1;
+    if (n > p->max_line) p->skipping = 1;
     if (p->skipping) {
       p->skipping = 0;
       lua_pushboolean(L, 0);
       lua_pushfstring(L, "line %I: longer than %I bytes", (lua_Integer)p->lineno, (lua_Integer)p->max_line);
       call(p, L, 2);
     } else {
-      size_t n = (size_t)(nl - (p->buf + start));
-      if (n && nl[-1] == '\r') n--;
       lua_pushlstring(L, p->buf + start, n);
       call(p, L, 1);
     }
@@ -151,7 +151,7 @@ static void deliver_lines(void *ud) {
   }
   if (start) memmove(p->buf, p->buf + start, p->len - start);
   p->len -= start;
-  if (p->len > p->max_line) { /* an over-long line: drop what we have, report at its end */
+  if (p->len > p->max_line && p->len - p->max_line > 1) { /* over-long (a CR may end it): drop it, report at its end */
     p->skipping = 1;
     p->len = 0;
   }

@@ -36,13 +36,17 @@ function M.parse(args)
     elseif name == "header" then
       local k, v = value:match("^([^:]+):%s*(.*)$")
       if not k then return nil, "--header takes 'Name: value'" end
+      if not k:match("^[%w!#$%%&'*+%-.^_`|~]+$") then return nil, "--header: invalid header name '" .. k .. "'" end
+      if v:find("[\0-\8\10-\31\127]") then
+        return nil, "--header " .. k .. ": CR, LF or a control character in its value"
+      end
       o.headers[k] = v
     elseif name == "ca-file" then
       o["ca-file"] = value
     elseif NUMERIC[name] then
-      local n = tonumber(value)
-      if not n or n < 0 or n ~= math.floor(n) then return nil, "--" .. name .. " takes a whole number" end
-      o[name] = math.tointeger(n)
+      local n = math.tointeger(tonumber(value))
+      if not n or n < 0 then return nil, "--" .. name .. " takes a whole number" end
+      o[name] = n
     else
       return nil, "unknown option --" .. name
     end
