@@ -243,8 +243,9 @@ int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
     if (deadline >= 0 && now >= deadline) break;
     if (l->head || (l->n && l->heap[0]->due <= now)) {
       /* Work that is always ready (a task sleeping 0 ms in a loop) must not starve
-       * I/O: every few busy turns, poll without blocking. */
-      if (!l->virt && ++l->busy_turns >= 8) {
+       * I/O: every few busy turns, poll without blocking (on either clock: a poll
+       * that does not block does not move virtual time). */
+      if (++l->busy_turns >= 8) {
         l->busy_turns = 0;
         run_uv(l, UV_RUN_NOWAIT);
       }

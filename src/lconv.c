@@ -444,9 +444,24 @@ void lc_push_ps(lua_State *L, const ps_val *v) {
   }
 }
 
+static int push_p(lua_State *L) {
+  lc_push_ps(L, lua_touserdata(L, 1));
+  return 1;
+}
+
+/* o is live store memory (pending, payload): building its tables allocates, an allocation
+ * may run a collection step, and a finalizer may then close or feed the uploader and free
+ * what is being walked. So the collector is held for the copy (under pcall, to restart it
+ * even when the copy runs out of memory). */
 void lc_push_obj(lua_State *L, const ps_obj *o) {
   ps_val v = ps_obj_val((ps_obj *)o);
-  lc_push_ps(L, &v);
+  int running = lua_gc(L, LUA_GCISRUNNING) == 1, st;
+  if (running) lua_gc(L, LUA_GCSTOP);
+  lua_pushcfunction(L, push_p);
+  lua_pushlightuserdata(L, &v);
+  st = lua_pcall(L, 1, 1, 0);
+  if (running) lua_gc(L, LUA_GCRESTART);
+  if (st != LUA_OK) lua_error(L);
 }
 
 /* Through the store: one conversion to Lua for both kinds of value. Used for the

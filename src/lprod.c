@@ -124,9 +124,28 @@ static void call(lw_prod *p, lua_State *L, int nargs) {
 
 static void read_more(lw_prod *p);
 
+/* Pushes the producer's userdata onto L, where it stays while the producer delivers: a
+ * callback may stop it and drop the last reference, and the collector must not free it
+ * under the delivery loop. 0 (nothing pushed) when the producer is stopped. */
+static int hold(lw_prod *p, lua_State *L) {
+  if (!p->active) return 0;
+  luaL_checkstack(L, 4, "producer");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->self);
+  return 1;
+}
+
+static void split_lines(lw_prod *p, lua_State *L);
+
 static void deliver_lines(void *ud) {
   lw_prod *p = ud;
   lua_State *L = lw_driver(p->c);
+  if (!hold(p, L)) return;
+  int top = lua_gettop(L);
+  split_lines(p, L);
+  lua_settop(L, top - 1);
+}
+
+static void split_lines(lw_prod *p, lua_State *L) {
   size_t start = 0;
   for (;;) {
     char *nl;
@@ -245,6 +264,7 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
   } else {
     luaL_Stream *s = luaL_testudata(L, 1, LUA_FILEHANDLE);
     if (!s || !s->f) luaL_argerror(L, 1, "expected io.stdin or another file, a descriptor or a path");
+    if (!s->closef) luaL_argerror(L, 1, "the file is closed");
     p->fd = fileno(s->f);
   }
   if (!(io = p->io = calloc(1, sizeof *io))) return "wsup.lines: out of memory";
@@ -260,9 +280,22 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
     p->is_file = 1; /* /dev/null and other devices epoll cannot watch: read(2) in the thread pool */
     p->offset = -1;
   } else {
+    /* libuv makes the descriptor non-blocking and closes it with the handle (unless it is 0-2):
+     * a borrowed one (a popen'd file, a number) is read through its own open file description
+     * (a dup would share the non-blocking flag), so the caller's stays open and blocking. */
+    if (!p->own_fd && p->fd > 2) {
+      char path[64];
+      int fd;
+      snprintf(path, sizeof path, "/proc/self/fd/%d", p->fd);
+      if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && (fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 3)) < 0)
+        return lua_pushfstring(L, "wsup.lines: descriptor %d: %s", p->fd, strerror(errno));
+      p->fd = fd;
+      p->own_fd = 1;
+    }
     if (uv_pipe_init(uv, &io->u.pipe, 0) != 0) return "wsup.lines: out of memory";
     io->has_handle = 1;
     if (uv_pipe_open(&io->u.pipe, p->fd) != 0) return lua_pushfstring(L, "wsup.lines: cannot read descriptor %d", p->fd);
+    if (p->fd > 2) p->own_fd = 0; /* the handle closes it now */
   }
   return NULL;
 }
@@ -291,11 +324,13 @@ static void on_fs_event(uv_fs_event_t *h, const char *file, int events, int stat
 static void deliver_signal(void *ud) {
   lw_prod *p = ud;
   lua_State *L = lw_driver(p->c);
+  if (!hold(p, L)) return;
   while (p->active && p->pending_signals > 0) {
     p->pending_signals--;
     lua_pushstring(L, p->name);
     call(p, L, 1);
   }
+  lua_pop(L, 1);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {

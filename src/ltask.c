@@ -61,6 +61,21 @@ static void forget(lw_task *t, lua_State *L) {
   c->ntasks--;
 }
 
+static int tostring_p(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Pushes the error object on top as a string: its __tostring runs under pcall, since a failing
+ * one must not raise here, in a loop callback. */
+static const char *error_string(lua_State *L) {
+  lua_pushcfunction(L, tostring_p);
+  lua_pushvalue(L, -2);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+}
+
 static void resume(lw_task *t, lua_State *L, int nargs) {
   lua_State *co = t->co;
   int nres = 0, st = lua_resume(co, L, nargs, &nres);
@@ -69,11 +84,14 @@ static void resume(lw_task *t, lua_State *L, int nargs) {
     return;
   }
   if (st == LUA_OK) {
-    luaL_checkstack(L, nres + 2, "too many results");
+    if (!lua_checkstack(L, nres + 2)) { /* never raise here: drop what there is no room for */
+      lua_pop(co, nres);
+      nres = 0;
+    }
     lua_xmove(co, L, nres);
   } else {
     lua_xmove(co, L, 1);
-    luaL_traceback(L, co, luaL_tolstring(L, -1, NULL), 0);
+    luaL_traceback(L, co, error_string(L), 0);
     lua_replace(L, -3);
     lua_pop(L, 1);
     nres = 1;
@@ -98,6 +116,7 @@ lw_task *lw_spawn(lw_ctx *c, lua_State *L, int nargs, lw_done_fn done, void *ud)
   lua_State *co;
   luaL_checkstack(L, 6, "spawn");
   co = lua_newthread(L);
+  if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "wsup.spawn: too many arguments (%d)", nargs);
   t = lua_newuserdatauv(L, sizeof *t, 1);
   memset(t, 0, sizeof *t);
   if (luaL_newmetatable(L, TASK_MT)) {
@@ -120,6 +139,10 @@ lw_task *lw_spawn(lw_ctx *c, lua_State *L, int nargs, lw_done_fn done, void *ud)
   lua_xmove(L, co, nargs + 1);
   resume(t, L, nargs);
   return NULL; /* the task may already have ended: callers must not keep a pointer */
+}
+
+lw_task *lw_waiter(lw_ctx *c, lua_State *L) {
+  return lua_isyieldable(L) ? lw_current(c, L) : NULL;
 }
 
 lw_task *lw_current(lw_ctx *c, lua_State *L) {
@@ -168,12 +191,12 @@ static int flag_set(void *ud) { return *(int *)ud; }
 static int l_sleep(lua_State *L) {
   lw_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   int64_t d = lw_checkms(L, 1);
-  lw_task *t = lw_current(c, L);
+  lw_task *t = lw_waiter(c, L);
   if (t) {
     wl_timer_start(&c->loop, &t->timer, d, sleep_fire, t);
     return lw_wait(L);
   }
-  if (c->loop.running) return luaL_error(L, "wsup.sleep: cannot wait here: not in a task, and the loop is running");
+  if (c->loop.running) return luaL_error(L, "wsup.sleep: cannot wait here: " LW_NOWAIT);
   {
     wl_timer tm = {0};
     int fired = 0;

@@ -359,14 +359,14 @@ static int up_flush(lua_State *L) {
     lua_pushboolean(L, !w->u.lost);
     return 1;
   }
-  if ((t = lw_current(w->c, L)) != NULL) {
+  if ((t = lw_waiter(w->c, L)) != NULL) {
     t->next_waiter = w->waiters;
     w->waiters = t;
     t->waiting_on = w;
     if (deadline >= 0) wl_timer_start(&w->c->loop, &t->timer, deadline - wl_now(&w->c->loop), flush_timeout, t);
     return lw_wait(L);
   }
-  if (w->c->loop.running) return luaL_error(L, "flush: cannot wait here: not in a task, and the loop is running");
+  if (w->c->loop.running) return luaL_error(L, "flush: cannot wait here: " LW_NOWAIT);
   lw_drive(w->c, L, deadline, quiet, w);
   lua_pushboolean(L, flushed(w));
   return 1;
@@ -453,7 +453,7 @@ int lw_report_undelivered(lw_ctx *c) {
   for (lw_up *w = c->ups; w; w = w->next) {
     const char *why;
     if (upl_idle(&w->u) && !w->u.lost) continue;
-    if (w->u.last_error) why = w->u.last_error;
+    if (w->u.last_error && w->u.st.consecutive_failures) why = w->u.last_error; /* not an old, recovered one */
     else if (w->u.closed) why = w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
     else why = "not delivered before the drain deadline";
     lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
