@@ -149,6 +149,16 @@ end
     end)
   end)
 
+  describe("the main chunk's return value", function()
+    for _, c in ipairs { { "7", 7 }, { "0", 0 }, { "256", 255 }, { "-1", 255 }, { "1 << 40", 255 } } do
+      it(("return %s exits %d (a status the shell sees as it was meant: never 0 by wrapping)"):format(c[1], c[2]),
+        function()
+          local r = cli.run(WSUP .. " " .. cli.script("return " .. c[1] .. "\n"))
+          assert.equal(c[2], r.rc, r.err)
+        end)
+    end
+  end)
+
   describe("usage", function()
     for _, c in ipairs {
       { "", "no script" },

@@ -88,7 +88,8 @@ static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
     lw_log(h->c, 0, "script", "%s", lua_tostring(L, -1));
     h->status = 1;
   } else if (nres >= 1 && lua_isinteger(L, -nres)) {
-    h->status = (int)lua_tointeger(L, -nres);
+    lua_Integer v = lua_tointeger(L, -nres);
+    h->status = v >= 0 && v <= 255 ? (int)v : 255; /* exit() keeps 8 bits: 256 would read as success */
   }
   lua_pop(L, nres);
 }
