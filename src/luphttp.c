@@ -3,6 +3,7 @@
  * function or a classify function; those run from the loop, never from libcurl. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "lupload.h"
@@ -190,7 +191,6 @@ void lw_uphttp_send(upl *u) {
     return fail_now(w, msg);
   }
   if (h->shard < 0) h->shard = http_claim(w->c->http); /* -1 (OOM): the shared shard 0 */
-  lines[n++] = CT_JSON;
   for (int i = 0; i < h->n; i++) lines[n++] = h->lines[i];
   if (h->headers_fn) {
     /* Called on each attempt so a token can be refreshed; checked under the same pcall,
@@ -198,7 +198,7 @@ void lw_uphttp_send(upl *u) {
     luaL_checkstack(L, MAX_HEADERS + 8, "headers");
     lua_pushcfunction(L, headers_call);
     lw_up_push_uv(w, L, UV_HEADERS);
-    lua_pushinteger(L, MAX_HEADERS - n);
+    lua_pushinteger(L, MAX_HEADERS - n - 1); /* room for the JSON content type */
     if (lw_pcall(L, 2, LUA_MULTRET) != LUA_OK) {
       lw_up_report(w, L);
       lua_settop(L, top);
@@ -206,6 +206,9 @@ void lw_uphttp_send(upl *u) {
     }
     for (int i = top + 1; i <= lua_gettop(L); i++) lines[n++] = lua_tostring(L, i);
   }
+  int ctype = 0;                       /* the caller's Content-Type replaces ours, never joins it */
+  for (int i = 0; i < n && !ctype; i++) ctype = strncasecmp(lines[i], "content-type:", 13) == 0;
+  if (!ctype) lines[n++] = CT_JSON;
   r.method = "PUT";
   r.url = h->url;
   r.headers = lines;
