@@ -82,6 +82,19 @@ describe("tasks", function()
     assert.is_true(up:flush(0))
   end)
 
+  it("flush from inside the uploader's own send raises instead of waiting for itself", function()
+    local res, up
+    up = H.track(wsup.uploader { send = function()
+      res = { pcall(up.flush, up, 1000) }
+      return true
+    end })
+    up:enqueue { a = 1 }
+    assert.is_true(up:flush(5000))
+    assert.is_false(res[1])
+    assert.matches("own send", res[2])
+    assert.equals(0, wsup.now()) -- nothing waited
+  end)
+
   it("under the virtual clock, a task spinning on wsup.sleep(0) still lets I/O complete", function()
     local path = cli.tmp(".txt")
     cli.spit(path, "first\n")

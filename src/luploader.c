@@ -360,6 +360,8 @@ static int up_flush(lua_State *L) {
     return 1;
   }
   if ((t = lw_waiter(w->c, L)) != NULL) {
+    if (t->done == send_done && t->done_ud == w)
+      return luaL_error(L, "flush: called from this uploader's own send, which would wait for itself");
     t->next_waiter = w->waiters;
     w->waiters = t;
     t->waiting_on = w;
