@@ -82,6 +82,19 @@ describe("tasks", function()
     assert.is_true(up:flush(0))
   end)
 
+  it("a host script's wait where it cannot yield raises, before and after its first wait alike", function()
+    local r = cli.run(WSUP .. " " .. cli.script([[
+local wsup = require "wsup"
+local function sorted() return { pcall(table.sort, { 3, 1, 2 }, function(x, y) wsup.sleep(1); return x < y end) } end
+local a = sorted()
+wsup.sleep(1)
+local b = sorted()
+print(a[1], b[1], tostring(a[2]):match("cannot wait here") ~= nil, tostring(b[2]):match("cannot wait here") ~= nil)
+]]))
+    assert.equal(0, r.rc, r.err)
+    assert.equal("false\tfalse\ttrue\ttrue\n", r.out)
+  end)
+
   it("flush from inside the uploader's own send raises instead of waiting for itself", function()
     local res, up
     up = H.track(wsup.uploader { send = function()
@@ -139,6 +152,26 @@ describe("producers", function()
     os.execute(("kill -USR1 %d; sleep 0.05; kill -USR1 %d; sleep 0.05"):format(pid, pid))
     wsup.sleep(50)
     assert.equals(1, got)
+  end)
+
+  it("wsup.lines reads a named FIFO whose writer has come and gone, to its end", function()
+    local fifo = cli.tmp(".fifo")
+    os.remove(fifo)
+    assert(os.execute("mkfifo " .. cli.q(fifo)))
+    os.execute(("(sleep 0.2; printf 'a\\nb\\n' > %s) &"):format(cli.q(fifo))) -- the writer, in the background
+    local r = cli.run(("%s %s"):format(WSUP,
+      cli.script(([[
+local wsup = require "wsup"
+local f = assert(io.open(%q)) -- opens once the writer does
+wsup.sleep(300)               -- the writer has written and gone
+local got = {}
+wsup.lines(f, function(l) got[#got + 1] = tostring(l) end)
+wsup.sleep(200)
+print(table.concat(got, ","))
+]]):format(fifo))))
+    os.remove(fifo)
+    assert.equal(0, r.rc, r.err)
+    assert.equal("a,b,nil\n", r.out)
   end)
 
   it("wsup.lines refuses a closed Lua file", function()

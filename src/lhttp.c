@@ -246,14 +246,10 @@ static int l_request(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
+  lw_task *t = lw_waiter(c, L, "wsup.http.request"); /* before the transfer starts */
   if (!(h->x = http_start(c->http, &r, on_done, h, err, sizeof err)))
     return luaL_error(L, "wsup.http.request: %s", err);
-  if ((h->task = lw_waiter(c, L)) != NULL) return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), request_k);
-  if (c->loop.running) {
-    http_cancel(h->x);
-    h->x = NULL;
-    return luaL_error(L, "wsup.http.request: cannot wait here: " LW_NOWAIT);
-  }
+  if ((h->task = t) != NULL) return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), request_k);
   lw_drive(c, L, -1, is_done, h);
   return push_result(L, h);
 }

@@ -281,13 +281,17 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
     p->offset = -1;
   } else {
     /* libuv makes the descriptor non-blocking and closes it with the handle (unless it is 0-2):
-     * a borrowed one (a popen'd file, a number) is read through its own open file description
-     * (a dup would share the non-blocking flag), so the caller's stays open and blocking. */
+     * a borrowed anonymous pipe (a popen'd file, a number) is read through its own open file
+     * description (a dup would share the non-blocking flag), so the caller's stays open and
+     * blocking; anything else through a dup, so at least it stays open. */
     if (!p->own_fd && p->fd > 2) {
-      char path[64];
-      int fd;
+      char path[64], target[16] = "";
+      int fd = -1;
       snprintf(path, sizeof path, "/proc/self/fd/%d", p->fd);
-      if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && (fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 3)) < 0)
+      /* Only an anonymous pipe: opening a named FIFO again would wait for a writer. */
+      if (readlink(path, target, sizeof target - 1) > 0 && strncmp(target, "pipe:", 5) == 0)
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0 && (fd = fcntl(p->fd, F_DUPFD_CLOEXEC, 3)) < 0)
         return lua_pushfstring(L, "wsup.lines: descriptor %d: %s", p->fd, strerror(errno));
       p->fd = fd;
       p->own_fd = 1;

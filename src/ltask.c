@@ -141,8 +141,11 @@ lw_task *lw_spawn(lw_ctx *c, lua_State *L, int nargs, lw_done_fn done, void *ud)
   return NULL; /* the task may already have ended: callers must not keep a pointer */
 }
 
-lw_task *lw_waiter(lw_ctx *c, lua_State *L) {
-  return lua_isyieldable(L) ? lw_current(c, L) : NULL;
+lw_task *lw_waiter(lw_ctx *c, lua_State *L, const char *who) {
+  lw_task *t = lw_current(c, L);
+  if (t && !lua_isyieldable(L)) luaL_error(L, "%s: cannot wait here: in a task, but where it cannot yield", who);
+  if (!t && c->loop.running) luaL_error(L, "%s: cannot wait here: not in a task, and the loop is running", who);
+  return t;
 }
 
 lw_task *lw_current(lw_ctx *c, lua_State *L) {
@@ -191,12 +194,11 @@ static int flag_set(void *ud) { return *(int *)ud; }
 static int l_sleep(lua_State *L) {
   lw_ctx *c = lua_touserdata(L, lua_upvalueindex(1));
   int64_t d = lw_checkms(L, 1);
-  lw_task *t = lw_waiter(c, L);
+  lw_task *t = lw_waiter(c, L, "wsup.sleep");
   if (t) {
     wl_timer_start(&c->loop, &t->timer, d, sleep_fire, t);
     return lw_wait(L);
   }
-  if (c->loop.running) return luaL_error(L, "wsup.sleep: cannot wait here: " LW_NOWAIT);
   {
     wl_timer tm = {0};
     int fired = 0;

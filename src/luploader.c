@@ -359,7 +359,7 @@ static int up_flush(lua_State *L) {
     lua_pushboolean(L, !w->u.lost);
     return 1;
   }
-  if ((t = lw_waiter(w->c, L)) != NULL) {
+  if ((t = lw_waiter(w->c, L, "flush")) != NULL) {
     if (t->done == send_done && t->done_ud == w)
       return luaL_error(L, "flush: called from this uploader's own send, which would wait for itself");
     t->next_waiter = w->waiters;
@@ -368,7 +368,6 @@ static int up_flush(lua_State *L) {
     if (deadline >= 0) wl_timer_start(&w->c->loop, &t->timer, deadline - wl_now(&w->c->loop), flush_timeout, t);
     return lw_wait(L);
   }
-  if (w->c->loop.running) return luaL_error(L, "flush: cannot wait here: " LW_NOWAIT);
   lw_drive(w->c, L, deadline, quiet, w);
   lua_pushboolean(L, flushed(w));
   return 1;

@@ -70,10 +70,11 @@ struct lw_task {
 /* Starts the function below nargs arguments on L's top as a task, now. Pops them. */
 lw_task *lw_spawn(lw_ctx *c, lua_State *L, int nargs, lw_done_fn done, void *ud);
 lw_task *lw_current(lw_ctx *c, lua_State *L); /* the task running on L, or NULL */
-/* The current task if it can wait here (yield), else NULL: not a task, or inside a metamethod
- * or a C function such as table.sort. Waiting sites check this before arming anything. */
-lw_task *lw_waiter(lw_ctx *c, lua_State *L);
-#define LW_NOWAIT "not in a task, or where it cannot yield, and the loop is running"
+/* Where a call that waits (sleep, flush, a request) is: the current task, which may yield
+ * here; or NULL outside any task with the loop not running (the caller drives the loop).
+ * Raises, naming who, in a task where it cannot yield (a metamethod, a C function such as
+ * table.sort) and outside a task while the loop runs. Called before arming anything. */
+lw_task *lw_waiter(lw_ctx *c, lua_State *L, const char *who);
 void lw_wake(lw_task *t, lw_push_fn push, void *ud); /* resumes t on the next turn */
 int lw_wait(lua_State *L);                   /* yields the current task; use as `return lw_wait(L)` */
 void lw_report(lua_State *L, const char *what); /* prints the error on top of L to stderr, pops it */
