@@ -187,16 +187,16 @@ static int rv_stats(lua_State *L) {
   rcv *r = openrcv(L);
   int statuses[RV_STATUSES];
   unsigned long counts[RV_STATUSES];
-  unsigned long applied, requests = rcv_requests(r), dropped = rcv_dropped(r, &applied);
-  size_t n = rcv_stats(r, statuses, counts, RV_STATUSES);
+  rcv_totals t;
+  size_t n = rcv_snapshot(r, &t, statuses, counts, RV_STATUSES); /* one snapshot: the counts add up */
   if (n > RV_STATUSES) n = RV_STATUSES;
   lua_createtable(L, 0, (int)n + 3);
-  lua_pushinteger(L, (lua_Integer)requests);
+  lua_pushinteger(L, (lua_Integer)t.requests);
   lua_setfield(L, -2, "requests");
-  if (dropped) { /* only once there were some, like the statuses */
-    lua_pushinteger(L, (lua_Integer)dropped);
+  if (t.dropped) { /* only once there were some, like the statuses */
+    lua_pushinteger(L, (lua_Integer)t.dropped);
     lua_setfield(L, -2, "dropped");
-    lua_pushinteger(L, (lua_Integer)applied);
+    lua_pushinteger(L, (lua_Integer)t.dropped_applied);
     lua_setfield(L, -2, "dropped_applied");
   }
   for (size_t i = 0; i < n; i++) {

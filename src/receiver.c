@@ -651,8 +651,17 @@ unsigned long rcv_dropped(rcv *r, unsigned long *applied) {
 }
 
 size_t rcv_stats(rcv *r, int *statuses, unsigned long *counts, size_t max) {
+  return rcv_snapshot(r, NULL, statuses, counts, max);
+}
+
+size_t rcv_snapshot(rcv *r, rcv_totals *t, int *statuses, unsigned long *counts, size_t max) {
   size_t n = 0;
   pthread_mutex_lock(&r->mu);
+  if (t) {
+    t->requests = r->requests;
+    t->dropped = r->dropped;
+    t->dropped_applied = r->dropped_applied;
+  }
   for (int s = 0; s < RCV_STATUSES; s++) {
     if (!r->by_status[s]) continue;
     if (n < max) {

@@ -91,6 +91,11 @@ unsigned long rcv_dropped(rcv *r, unsigned long *applied);
  * returns the number of distinct statuses seen, which may exceed max. */
 size_t rcv_stats(rcv *r, int *statuses, unsigned long *counts, size_t max);
 
+/* rcv_stats, rcv_requests and rcv_dropped taken together under one lock, so that the
+ * counts by status plus the dropped ones always add up to the requests. */
+typedef struct rcv_totals { unsigned long requests, dropped, dropped_applied; } rcv_totals;
+size_t rcv_snapshot(rcv *r, rcv_totals *t, int *statuses, unsigned long *counts, size_t max);
+
 /* Total requests decided so far (every method and path, dropped ones included). */
 unsigned long rcv_requests(rcv *r);
 

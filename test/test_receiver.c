@@ -509,6 +509,12 @@ static void stats_count_by_status(void **st) {
   statuses[1] = -1;
   assert_int_equal(rcv_stats(r, statuses, counts, 1), 4); /* fills only max */
   assert_int_equal(statuses[1], -1);
+  rcv_totals t;
+  size_t n = rcv_snapshot(r, &t, statuses, counts, 8);
+  unsigned long sum = t.dropped;
+  for (size_t i = 0; i < n; i++) sum += counts[i];
+  assert_int_equal(t.requests, 7);
+  assert_int_equal(sum, t.requests);                 /* one snapshot: the parts add up */
 }
 
 struct log {
