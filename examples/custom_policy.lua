@@ -44,7 +44,10 @@ local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, 
 function M.retry_after_ms(value, now_s)
   if type(value) ~= "string" then return nil end
   local secs = value:match("^%s*(%d+)%s*$")
-  if secs then return math.tointeger(secs) * 1000 end
+  if secs then -- saturate: "99999999999999999999" is a long wait (the uploader caps it), not an error
+    local n = math.tointeger(secs)
+    return n and n <= math.maxinteger // 1000 and n * 1000 or math.maxinteger // 1000 * 1000
+  end
   local d, mon, y, h, mi, s = value:match("^%s*%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT%s*$")
   if not d or not MONTHS[mon] then return nil end
   local at = days_from_civil(tonumber(y), MONTHS[mon], tonumber(d)) * 86400 + tonumber(h) * 3600 +
@@ -59,8 +62,10 @@ function M.env_token()
   if file and file ~= "" then
     local f, err = io.open(file, "rb")
     if not f then return nil, err end
-    local t = f:read("a"):gsub("%s+$", "")
+    local t = f:read("a")
     f:close()
+    if not t then return nil, file .. ": cannot be read" end -- a directory opens, but reads nothing
+    t = t:gsub("%s+$", "")
     if t == "" then return nil, file .. " is empty" end
     return t
   end

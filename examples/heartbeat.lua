@@ -27,7 +27,7 @@ local function show(v)
 end
 
 local up <close> = wsup.uploader { url = url, name = "heartbeat", base_delay_ms = 200, max_delay_ms = 2000 }
-print(("heartbeat: PUT %s every second for %d s%s"):format(url, seconds, rcv and " (embedded receiver)" or ""))
+print(("heartbeat: PUT %s every second for %g s%s"):format(url, seconds, rcv and " (embedded receiver)" or ""))
 
 local beats = 0
 local stop = false

@@ -222,6 +222,11 @@ describe("custom_policy (virtual time, fake server)", function()
     assert.is_nil(policy_mod.retry_after_ms("soon", now))
     assert.is_nil(policy_mod.retry_after_ms("-5", now))
     assert.is_nil(policy_mod.retry_after_ms("Sun, 06 Foo 1994 08:49:37 GMT", now))
+    -- Seconds beyond what ms in an integer hold: a long wait (capped by the uploader), never an error or a wrap.
+    for _, v in ipairs { "9223372036854775807", "99999999999999999999" } do
+      local ms = policy_mod.retry_after_ms(v, now)
+      assert.is_true(math.type(ms) == "integer" and ms >= 2 ^ 53, v)
+    end
   end)
 
   it("uses wsup.http.request unless given an http function", function()
@@ -240,6 +245,19 @@ describe("custom_policy (virtual time, fake server)", function()
     ok, err = pcall(policy_mod.new, { secret = SECRET })
     assert.is_false(ok)
     assert.matches("url", err)
+  end)
+
+  it("says why there is no token when WSUP_TOKEN_FILE cannot be read (a directory)", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(("local M = dofile(%q); local t, err = M.env_token(); io.write(tostring(t), ' ', tostring(err))")
+      :format(HERE .. "/../custom_policy.lua"))
+    f:close()
+    local pr = assert(io.popen(("WSUP_TOKEN_FILE=/tmp timeout 10 %s %s 2>&1"):format(WSUP, script)))
+    local out = pr:read("a")
+    pr:close()
+    os.remove(script)
+    assert.matches("^nil /tmp", out)
   end)
 
   it("by default reads the token from WSUP_TOKEN_FILE and re-reads it after a 401 (a rotated token)", function()

@@ -99,6 +99,12 @@ describe("examples", function()
       assert.is_true(st.external_metadata.at_us > 1600000000000000)
       assert.equal(1000003, st.internal_metadata.pid_hint)
     end)
+
+    it("takes a fractional number of seconds", function()
+      local rc, out, err = run("WSUP_URL=" .. q(rcv.url .. "/worker"), WSUP .. " " .. EX .. "/heartbeat.lua 0.5")
+      assert.equal(0, rc, err)
+      assert.matches("for 0.5 s", out)
+    end)
   end)
 
   describe("status_file.lua", function()
