@@ -222,6 +222,7 @@ describe("wsup pipe", function()
       { "--url http://127.0.0.1:1/w --header 'Bad Name: v'", "a --header whose name is not a token" },
       { "--url http://127.0.0.1:1/w --header \"$(printf 'X: a\\rb')\"", "a --header value with a CR" },
       { "--url http://127.0.0.1:1/w --max-line 1e30", "a --max-line beyond the integers" },
+      { "--url http://127.0.0.1:1/w --max-line 0", "a --max-line of 0 (every line would be too long)" },
       { "--url http://127.0.0.1:1/w --drain-ms 1e30", "a --drain-ms beyond the integers" },
     }
     for _, c in ipairs(cases) do

@@ -46,6 +46,7 @@ function M.parse(args)
     elseif NUMERIC[name] then
       local n = math.tointeger(tonumber(value))
       if not n or n < 0 then return nil, "--" .. name .. " takes a whole number" end
+      if n == 0 and name == "max-line" then return nil, "--max-line must be at least 1" end
       o[name] = n
     else
       return nil, "unknown option --" .. name
