@@ -449,18 +449,23 @@ static int push_p(lua_State *L) {
   return 1;
 }
 
-/* o is live store memory (pending, payload): building its tables allocates, an allocation
- * may run a collection step, and a finalizer may then close or feed the uploader and free
- * what is being walked. So the collector is held for the copy (under pcall, to restart it
- * even when the copy runs out of memory). */
 void lc_push_obj(lua_State *L, const ps_obj *o) {
   ps_val v = ps_obj_val((ps_obj *)o);
-  int running = lua_gc(L, LUA_GCISRUNNING) == 1, st;
-  if (running) lua_gc(L, LUA_GCSTOP);
+  lc_push_ps(L, &v);
+}
+
+/* Building the tables allocates, an allocation may run a collection step, and a finalizer
+ * may then close or feed the uploader and free or grow what is being walked: so this walks
+ * a private copy (under pcall, to free it even when the push runs out of memory). Holding
+ * the collector instead cost a collection step per call once it was restarted. */
+void lc_push_obj_copy(lua_State *L, const ps_obj *o) {
+  ps_val v = ps_obj_val((ps_obj *)o), copy;
+  int st;
+  if (ps_copy(&copy, &v) != 0) luaL_error(L, "out of memory");
   lua_pushcfunction(L, push_p);
-  lua_pushlightuserdata(L, &v);
+  lua_pushlightuserdata(L, &copy);
   st = lua_pcall(L, 1, 1, 0);
-  if (running) lua_gc(L, LUA_GCRESTART);
+  ps_free(&copy);
   if (st != LUA_OK) lua_error(L);
 }
 

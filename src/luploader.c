@@ -123,7 +123,7 @@ static void send_start(upl *u) {
   lua_State *L = lw_driver(w->c);
   luaL_checkstack(L, 4, "send");
   lw_up_push_uv(w, L, UV_SEND);
-  lc_push_obj(L, u->payload);
+  lc_push_obj(L, u->payload); /* safe: close() during a send keeps the payload, enqueue only touches pending */
   lua_pushlstring(L, u->body, u->body_len);
   w->c->send_tasks++;
   lw_spawn(w->c, L, 2, send_done, w);
@@ -375,7 +375,7 @@ static int up_flush(lua_State *L) {
 
 static int up_pending(lua_State *L) {
   lw_up *w = checkup(L);
-  if (w->u.pending) lc_push_obj(L, w->u.pending);
+  if (w->u.pending) lc_push_obj_copy(L, w->u.pending);
   else lua_pushnil(L);
   return 1;
 }

@@ -87,6 +87,7 @@ int lw_pcall(lua_State *L, int nargs, int nres);
 void lc_enqueue(lua_State *L, int idx, upl *u);
 void lc_push_ps(lua_State *L, const ps_val *v);  /* stored value -> a fresh Lua value */
 void lc_push_obj(lua_State *L, const ps_obj *o);
+void lc_push_obj_copy(lua_State *L, const ps_obj *o); /* o may change under the push (finalizers): copies first */
 void lc_push(lua_State *L, const json_t *v);     /* jansson value -> a fresh Lua value */
 
 int64_t lw_checkms(lua_State *L, int idx); /* a non-negative duration in ms */
