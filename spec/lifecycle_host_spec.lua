@@ -165,6 +165,8 @@ end
       { "--bogus x.lua", "an unknown option" },
       { "--drain-ms soon x.lua", "a non-numeric --drain-ms" },
       { "--drain-ms -1 x.lua", "a negative --drain-ms" },
+      { "--drain-ms '' x.lua", "an empty --drain-ms" },
+      { "--drain-ms 99999999999999999999999 x.lua", "a --drain-ms beyond the integers" },
     } do
       it("exits 2 with usage on stderr for " .. c[2], function()
         local r = cli.run(WSUP .. " " .. c[1])
@@ -172,6 +174,30 @@ end
         assert.truthy(r.err:find("usage: wsup", 1, true), r.err)
       end)
     end
+
+    it("--drain-ms without a value says so and exits 2", function()
+      local r = cli.run(WSUP .. " --drain-ms")
+      assert.equal(2, r.rc, r.err)
+      assert.matches("%-%-drain%-ms needs a value", r.err)
+    end)
+
+    it("wsup test keeps the user's own Lua paths beside wsup's", function()
+      local dir = cli.tmp(".d")
+      assert(os.execute("mkdir -p " .. cli.q(dir)))
+      cli.spit(dir .. "/mymod_for_wsup_test.lua", "return { answer = 42 }\n")
+      cli.spit(dir .. "/paths_spec.lua", [[
+describe("paths", function()
+  it("finds both", function()
+    assert.equal(42, require("mymod_for_wsup_test").answer)
+    assert.is_table(require("wsup"))
+  end)
+end)
+]])
+      local cmd = ("env LUA_PATH_5_4=%s %s test %s"):format(cli.q(dir .. "/?.lua;;"), WSUP, cli.q(dir .. "/paths_spec.lua"))
+      local r = cli.run(cmd, { timeout = 60 })
+      os.execute("rm -rf " .. cli.q(dir))
+      assert.equal(0, r.rc, r.out .. r.err)
+    end)
 
     it("--help prints usage on stdout and exits 0", function()
       local r = cli.run(WSUP .. " --help")
@@ -191,6 +217,21 @@ io.stdout:write("ready\n")
 io.stdout:flush()
 ]])
     end
+
+    it("a second SIGINT ends a script that keeps Lua busy and never returns to the loop", function()
+      local p = cli.start(WSUP .. " " .. cli.script([[
+io.stdout:write("ready\n")
+io.stdout:flush()
+while true do end
+]]))
+      assert.truthy(p:await("ready", "out"), p:stderr())
+      p:kill("INT")
+      cli.sleep(0.2)
+      p:kill("INT")
+      local rc = p:wait(5)
+      if not rc then p:kill("KILL") end
+      assert.equal(130, rc, p:stderr())
+    end)
 
     it("SIGINT during a send: the drain waits for it, and exits 0 once it delivers", function()
       local p = cli.start(WSUP .. " --drain-ms 3000 " .. forever(uploader_src("mid-send", 500, 1)))

@@ -1,6 +1,7 @@
 /* main.c: the host. Embeds Lua 5.4 with the wsup module preloaded, runs a script as
  * a task, runs the loop while the script has work, then drains the uploaders within
  * a deadline. Exit status: 0 all delivered, 1 script error, 2 usage, 3 undelivered. */
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -119,8 +120,37 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void free_handle(uv_handle_t *hd) { free(hd); }
 
+/* libuv runs signal watchers from the loop, so a script busy in Lua, or blocked outside the
+ * loop (io.read), would never see them. This handler runs first and passes each SIGINT and
+ * SIGTERM on to libuv's; on the second it also sets an alarm: should the loop not have ended
+ * the process a second later (on_signal does it at once when it can run), the alarm does,
+ * with 128 + the signal. A signal handler gets no user data, hence these statics (as lua.c's
+ * globalL); they hold only what the handlers need. */
+static struct sigaction uv_action[2];
+static volatile sig_atomic_t raw_signals, last_signal;
+
+static void on_alarm(int signum) {
+  (void)signum;
+  _exit(128 + last_signal);
+}
+
+static void on_raw_signal(int signum, siginfo_t *si, void *uc) {
+  const struct sigaction *uv = &uv_action[signum == SIGINT ? 0 : 1];
+  last_signal = signum;
+  if (++raw_signals == 2) alarm(1);
+  if (uv->sa_flags & SA_SIGINFO) uv->sa_sigaction(signum, si, uc);
+  else if (uv->sa_handler != SIG_DFL && uv->sa_handler != SIG_IGN) uv->sa_handler(signum);
+}
+
 static void signals(host *h, int on) {
   static const int nums[2] = {SIGINT, SIGTERM};
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigfillset(&sa.sa_mask);
+  if (on) {
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+  }
   for (int i = 0; i < 2; i++) {
     if (on) {
       if (!(h->sig[i] = malloc(sizeof *h->sig[i]))) continue;
@@ -128,7 +158,11 @@ static void signals(host *h, int on) {
       h->sig[i]->data = h;
       uv_signal_start(h->sig[i], on_signal, nums[i]);
       uv_unref((uv_handle_t *)h->sig[i]); /* listening is not work */
+      sa.sa_sigaction = on_raw_signal;
+      sa.sa_flags = SA_SIGINFO | SA_RESTART;
+      sigaction(nums[i], &sa, &uv_action[i]); /* in front of libuv's */
     } else if (h->sig[i]) {
+      sigaction(nums[i], &uv_action[i], NULL);
       uv_close((uv_handle_t *)h->sig[i], free_handle);
       h->sig[i] = NULL;
     }
@@ -201,13 +235,20 @@ int main(int argc, char **argv) {
       level++;
     } else if (strcmp(a, "-q") == 0) {
       level--;
-    } else if (strcmp(a, "--drain-ms") == 0 && first + 1 < argc) {
+    } else if (strcmp(a, "--drain-ms") == 0) {
       char *end;
-      drain = strtoll(argv[++first], &end, 10);
-      if (*end || drain < 0) {
+      const char *v = first + 1 < argc ? argv[++first] : NULL;
+      if (!v) {
+        fprintf(stderr, "wsup: --drain-ms needs a value\n%s", usage);
+        return 2;
+      }
+      errno = 0;
+      drain = strtoll(v, &end, 10);
+      if (!*v || *end || errno || drain < 0) {
         fprintf(stderr, "wsup: --drain-ms takes a number of ms\n%s", usage);
         return 2;
       }
+      if (drain > 1000000000000000LL) drain = 1000000000000000LL; /* as wsup.drain_ms(): no overflow later */
     } else {
       fprintf(stderr, "wsup: unknown option '%s'\n%s", a, usage);
       return 2;
@@ -241,24 +282,37 @@ int main(int argc, char **argv) {
   return status;
 }
 
+/* Sets var to mine (ending in ';') followed by the user's own path: var, else fallback, else
+ * ";", which makes ";;" (Lua's defaults). 0, or -1 out of memory. */
+static int prepend_path(const char *var, const char *fallback, const char *mine) {
+  const char *user = getenv(var);
+  size_t n;
+  char *p;
+  int rc;
+  if (!user) user = getenv(fallback);
+  if (!user) user = ";";
+  n = strlen(mine) + strlen(user) + 1;
+  if (!(p = malloc(n))) return -1;
+  snprintf(p, n, "%s%s", mine, user);
+  rc = setenv(var, p, 1);
+  free(p);
+  return rc;
+}
+
 /* `wsup test [busted args]`: busted under Lua 5.4 with wsup's Lua files and module
  * on its paths, so a user's own specs can `require "wsup"` from any folder. */
 int lw_test(int argc, char **argv) {
-  char dir[PATH_MAX], lpath[8 * PATH_MAX + 1], cpath[4 * PATH_MAX];
-  char **args = calloc((size_t)argc + 6, sizeof *args);
-  size_t n;
+  char dir[PATH_MAX], mine[8 * PATH_MAX];
+  char **args;
   int k = 0;
-  if (!args) return 1;
   exe_dir(dir, sizeof dir, argv[0]);
-  /* Through the environment: busted re-runs itself under --lua via sh, unquoted,
-   * so paths with ';' cannot travel as arguments. ";;" keeps Lua's defaults. */
-  lua_dirs(lpath, sizeof lpath - 1, dir);
-  n = strlen(lpath); /* the byte kept free above takes the second ';' */
-  lpath[n] = ';';
-  lpath[n + 1] = '\0';
-  snprintf(cpath, sizeof cpath, "%s/?.so;%s/../lib/lua/5.4/?.so;;", dir, dir);
-  setenv("LUA_PATH_5_4", lpath, 1);
-  setenv("LUA_CPATH_5_4", cpath, 1);
+  /* Through the environment: busted re-runs itself under --lua via sh, unquoted, so paths
+   * with ';' cannot travel as arguments. */
+  lua_dirs(mine, sizeof mine, dir);
+  if (prepend_path("LUA_PATH_5_4", "LUA_PATH", mine) != 0) return 1;
+  snprintf(mine, sizeof mine, "%s/?.so;%s/../lib/lua/5.4/?.so;", dir, dir);
+  if (prepend_path("LUA_CPATH_5_4", "LUA_CPATH", mine) != 0) return 1;
+  if (!(args = calloc((size_t)argc + 6, sizeof *args))) return 1;
   args[k++] = "busted";
   args[k++] = "--lua=lua5.4";
   for (int i = 1; i < argc; i++) args[k++] = argv[i];
