@@ -58,6 +58,12 @@ describe("wsup.receiver", function()
     r:close()
   end)
 
+  it("stores a string holding NUL (\\u0000) exactly", function()
+    local status, body = put(r.url .. "/worker/nul", '{"s":"a\\u0000b"}')
+    assert.equals(200, status, body)
+    assert.equals("a\0b", r:state("/worker/nul").s)
+  end)
+
   it("binds an ephemeral port on 127.0.0.1 and reports it in url, port and tostring", function()
     assert.equal("userdata", type(r))
     assert.equal("integer", math.type(r.port))

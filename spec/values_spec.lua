@@ -27,6 +27,45 @@ describe("values", function()
   before_each(H.before)
   after_each(H.after)
 
+  it("writes JSON numbers whatever the process's LC_NUMERIC (a multi-byte decimal point too)", function()
+    local cli = require "support.cli"
+    local dir = cli.tmp(".loc")
+    if not os.execute(("mkdir -p %s && localedef -i ps_AF -f UTF-8 %s/ps_AF.UTF-8 2>/dev/null"):format(dir, dir)) then
+      pending("localedef could not build ps_AF.UTF-8 here")
+      return
+    end
+    local r = cli.run(("env LOCPATH=%s %s %s"):format(dir, cli.WSUP, cli.script([[
+local wsup = require "wsup"
+assert(os.setlocale("ps_AF.UTF-8", "numeric"), "locale")
+local json
+local up = wsup.uploader { send = function(_, j) json = j; return true end }
+up:enqueue { a = 0.1, b = 1.5e300, c = -2.25 }
+up:flush(1000)
+io.write(json)
+]])))
+    os.execute("rm -rf " .. dir)
+    assert.equal(0, r.rc, r.err)
+    assert.same({ a = 0.1, b = 1.5e300, c = -2.25 }, cjson.decode(r.out))
+  end)
+
+  it("takes a string holding NUL, from a table or from JSON text, and sends it as \\u0000", function()
+    local _, json = roundtrip { s = "a\0b" }
+    assert.equals('{"s":"a\\u0000b"}', json)
+    local up, sent = recorder()
+    assert.is_true(up:enqueue_json('{"s":"a\\u0000b"}'))
+    assert.is_true(up:flush(HOUR))
+    assert.equals("a\0b", sent[1].patch.s)
+  end)
+
+  it("says 'not a JSON object' for JSON text that is valid but not an object", function()
+    local up = track(wsup.uploader { send = function() return true end })
+    for _, text in ipairs { "1", '"x"', "null", "[1]" } do
+      local ok, err = up:enqueue_json(text)
+      assert.is_nil(ok, text)
+      assert.equals("not a JSON object", err, text)
+    end
+  end)
+
   it("wsup.null is cjson.null", function()
     assert.equals(cjson.null, wsup.null)
   end)

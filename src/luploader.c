@@ -308,7 +308,8 @@ static int up_enqueue_json(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (!(j = json_loadb(s, n, 0, &e))) {
+  /* Any JSON value (so a valid non-object is named as such), NUL in strings as a table's may hold. */
+  if (!(j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e))) {
     lua_pushnil(L);
     lua_pushfstring(L, "invalid JSON: %s at column %d", e.text, e.column);
     return 2;

@@ -5,6 +5,7 @@
  * full). Keys are never deleted one by one, so there are no tombstones. */
 #include "pstore.h"
 
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -572,8 +573,16 @@ static size_t fmt_real(char *out, double d) {
       if (strtod(out, NULL) == d) break;
     }
     n = strlen(out);
-    for (size_t i = 0; i < n; i++)
-      if (out[i] == ',') out[i] = '.'; /* a decimal-comma LC_NUMERIC */
+    /* snprintf and strtod agree on LC_NUMERIC's decimal point, which JSON does not: put '.'
+     * in its place (it may be several bytes, as U+066B in ps_AF). */
+    const char *dp = localeconv()->decimal_point;
+    size_t dn = strlen(dp);
+    char *at = dn && strcmp(dp, ".") != 0 ? strstr(out, dp) : NULL;
+    if (at) {
+      *at = '.';
+      memmove(at + 1, at + dn, n - (size_t)(at - out) - dn + 1);
+      n -= dn - 1;
+    }
     if (strpbrk(out, ".e")) return n;
   }
   memcpy(out + n, ".0", 2);

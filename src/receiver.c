@@ -215,7 +215,8 @@ static enum chaos_act roll_chaos(rcv *r, struct req *q, struct reply *out) {
 static int put_state(rcv *r, const char *path, const struct req *q, struct reply *out) {
   json_error_t e;
   char msg[sizeof e.text + 96];
-  json_t *patch = json_loadb(q->buf ? q->buf : "", q->len, JSON_DECODE_ANY, &e), *cur, *next;
+  /* JSON_ALLOW_NUL: "\u0000" is valid JSON, and wsup's own encoder writes it for a NUL byte. */
+  json_t *patch = json_loadb(q->buf ? q->buf : "", q->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e), *cur, *next;
   if (!patch) {
     snprintf(msg, sizeof msg, "%s at line %d, column %d (byte %d)", e.text, e.line, e.column,
              e.position);
