@@ -483,6 +483,13 @@ describe("wsup serve", function()
     assert.equal(0, stop(s, "TERM"))
   end)
 
+  it("--host is the address it binds: one this machine does not have fails (exit 1), naming it", function()
+    -- 192.0.2.1 is for documentation (RFC 5737): bind() refuses it locally; nothing is sent.
+    local rc, err = serve_fails("--host 192.0.2.1 --port 0")
+    assert.equal(1, rc, err)
+    assert.truthy(err:find("192.0.2.1", 1, true), err)
+  end)
+
   it("exits 2 with usage on stderr for bad arguments", function()
     for _, args in ipairs { "--bogus 1", "--bogus", "--port", "--port nope", "--port 65536", "--port -1",
                             "--host localhost", "--max-body 0", "--max-body -5", "extra" } do

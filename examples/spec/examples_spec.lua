@@ -100,10 +100,12 @@ describe("examples", function()
       assert.equal(1000003, st.internal_metadata.pid_hint)
     end)
 
-    it("takes a fractional number of seconds", function()
-      local rc, out, err = run("WSUP_URL=" .. q(rcv.url .. "/worker"), WSUP .. " " .. EX .. "/heartbeat.lua 0.5")
+    it("takes a fractional number of seconds, and beats once a second for that long", function()
+      local rc, out, err = run("WSUP_URL=" .. q(rcv.url .. "/worker"), WSUP .. " " .. EX .. "/heartbeat.lua 1.5")
       assert.equal(0, rc, err)
-      assert.matches("for 0.5 s", out)
+      assert.matches("for 1.5 s", out)
+      assert.matches("done: 2 beats", out) -- at 0 and 1 s
+      assert.equal(2, rcv:state("/worker").external_metadata.beats)
     end)
   end)
 
