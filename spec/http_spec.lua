@@ -51,6 +51,21 @@ describe("HTTP sender against the embedded receiver", function()
     assert.same({ a = 1 }, rcv:state("/worker/hdrbad"))
   end)
 
+  it("raises for HTTP options given to an uploader with a send policy, naming them", function()
+    for _, opt in ipairs { "headers", "timeout_ms", "connect_timeout_ms", "insecure", "ca_file", "classify",
+                           "max_retry_after_ms" } do
+      local opts = { send = function() return true end }
+      opts[opt] = ({ headers = {}, insecure = true, ca_file = "x.pem", classify = print })[opt] or 1000
+      assert.has_error(function() wsup.uploader(opts) end,
+        ("wsup.uploader: option '%s' is for the HTTP sender: give 'url', not 'send'"):format(opt))
+    end
+  end)
+
+  it("wsup.http.request raises for a url that is not http:// or https://", function()
+    assert.has_error(function() wsup.http.request { url = "ftp://127.0.0.1/x" } end,
+      "wsup.http.request: 'url' must start with http:// or https://")
+  end)
+
   it("refuses header names and values that are not HTTP when the uploader is made, naming them", function()
     assert.has_error(function() wsup.uploader { url = rcv.url .. "/w", headers = { ["Bad Name"] = "v" } } end,
       'wsup.uploader: option \'headers\': invalid header name "Bad Name"')

@@ -221,6 +221,8 @@ static int l_request(lua_State *L) {
     return luaL_error(L, "wsup.http.request: HTTP needs the real clock, and wsup.clock() is \"virtual\"");
   r.url = opt_str(L, "url", NULL);
   if (!r.url) return luaL_error(L, "wsup.http.request: 'url' is required");
+  if (strncmp(r.url, "http://", 7) != 0 && strncmp(r.url, "https://", 8) != 0)
+    return luaL_error(L, "wsup.http.request: 'url' must start with http:// or https://");
   r.method = opt_str(L, "method", "GET");
   if (lua_getfield(L, 1, "body") == LUA_TSTRING) r.body = lua_tolstring(L, -1, &r.body_len);
   else if (!lua_isnil(L, -1)) return luaL_error(L, "wsup.http.request: 'body' must be a string");

@@ -215,6 +215,15 @@ static int l_uploader(lua_State *L) {
     return luaL_error(L, "wsup.uploader: options 'url' and 'send' exclude each other");
   if (!is_http && !lua_isfunction(L, -1))
     return luaL_error(L, "wsup.uploader: option 'send' must be a function (or give 'url')");
+  if (!is_http) { /* a send policy does its own HTTP: these would be silently ignored */
+    static const char *const http_only[] = {"headers", "timeout_ms", "connect_timeout_ms", "insecure",
+                                            "ca_file", "classify", "max_retry_after_ms", NULL};
+    for (int i = 0; http_only[i]; i++) {
+      if (lua_getfield(L, 1, http_only[i]) != LUA_TNIL)
+        return luaL_error(L, "wsup.uploader: option '%s' is for the HTTP sender: give 'url', not 'send'", http_only[i]);
+      lua_pop(L, 1);
+    }
+  }
   if (lua_getfield(L, 1, "on_error") != LUA_TNIL && !lua_isfunction(L, -1))
     return luaL_error(L, "wsup.uploader: option 'on_error' must be a function");
   base = lw_up_opt_ms(L, "base_delay_ms", 500);
