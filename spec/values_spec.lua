@@ -41,11 +41,16 @@ local json
 local up = wsup.uploader { send = function(_, j) json = j; return true end }
 up:enqueue { a = 0.1, b = 1.5e300, c = -2.25 }
 up:flush(1000)
+io.write(json, "\n")
+assert(up:enqueue_json('{"d":0.5}')) -- jansson's own number parsing, too
+up:flush(1000)
 io.write(json)
 ]])))
     os.execute("rm -rf " .. dir)
     assert.equal(0, r.rc, r.err)
-    assert.same({ a = 0.1, b = 1.5e300, c = -2.25 }, cjson.decode(r.out))
+    local first, second = r.out:match("^(.-)\n(.*)$")
+    assert.same({ a = 0.1, b = 1.5e300, c = -2.25 }, cjson.decode(first))
+    assert.same({ d = 0.5 }, cjson.decode(second))
   end)
 
   it("takes a string holding NUL, from a table or from JSON text, and sends it as \\u0000", function()

@@ -7,6 +7,7 @@
  * the collector can still reclaim. While the uploader has work (pending, in flight or
  * in backoff) it is anchored in the registry, so dropping the last reference never
  * loses state; once idle or closed it is collectable again. */
+#include <locale.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -303,6 +304,23 @@ static int json_depth(const json_t *j) {
   return 0;
 }
 
+/* jansson converts numbers with LC_NUMERIC and asserts when its decimal point is not one
+ * byte (ps_AF's is two): under any locale but "." the text is parsed in the C locale. */
+static json_t *load_json(const char *s, size_t n, json_error_t *e) {
+  const char *dp = localeconv()->decimal_point;
+  locale_t c, old;
+  json_t *j;
+  if (dp[0] == '.' && dp[1] == '\0') return json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, e);
+  c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+  old = c ? uselocale(c) : (locale_t)0;
+  j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, e);
+  if (c) {
+    uselocale(old);
+    freelocale(c);
+  }
+  return j;
+}
+
 /* up:enqueue_json(text): for JSON that comes from outside (stdin, files). Numbers
  * are parsed by jansson, so integers stay exact. Bad text is an outside-world
  * failure: nil, message; pending is untouched. */
@@ -318,7 +336,7 @@ static int up_enqueue_json(lua_State *L) {
     return 1;
   }
   /* Any JSON value (so a valid non-object is named as such), NUL in strings as a table's may hold. */
-  if (!(j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e))) {
+  if (!(j = load_json(s, n, &e))) {
     lua_pushnil(L);
     lua_pushfstring(L, "invalid JSON: %s at column %d", e.text, e.column);
     return 2;
