@@ -389,6 +389,19 @@ static int is_tchar(unsigned char ch) {
   return ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch);
 }
 
+int http_is_token(const char *s, size_t n) {
+  if (!n) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!is_tchar((unsigned char)s[i])) return 0;
+  return 1;
+}
+
+int http_is_field_value(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (((unsigned char)s[i] < 32 && s[i] != '\t') || s[i] == 127) return 0;
+  return 1;
+}
+
 /* NULL if acceptable, else the reason. */
 static const char *validate(const http_req *r) {
   if (!r->url || !*r->url) return "missing url";
@@ -401,12 +414,11 @@ static const char *validate(const http_req *r) {
   }
   if (r->n_headers && !r->headers) return "headers missing";
   for (size_t i = 0; i < r->n_headers; i++) {
-    const unsigned char *h = (const unsigned char *)r->headers[i], *s = h;
+    const char *h = r->headers[i];
     if (!h) return "NULL header";
-    while (is_tchar(*s)) s++;
-    if (s == h || (*s != ':' && *s != ';')) return "header must be \"Name: value\"";
-    for (; *s; s++)
-      if (*s == '\r' || *s == '\n' || (*s < 32 && *s != '\t') || *s == 127) return "header contains CR, LF or control character";
+    size_t name = strcspn(h, ":;");
+    if (!h[name] || !http_is_token(h, name)) return "header must be \"Name: value\"";
+    if (!http_is_field_value(h + name, strlen(h + name))) return "header contains CR, LF or control character";
   }
   return NULL;
 }

@@ -61,6 +61,11 @@ void http_cancel(http_xfer *x);
  * handles keep the loop alive, so uv_run(loop, UV_RUN_DEFAULT) returning is also a safe signal. */
 void http_client_close(http_client *c, http_closed_fn closed, void *ud);
 
+/* Header rules (RFC 9110 5.6.2, 5.5): a name is a non-empty token; a value holds no CR, LF or
+ * other control character but tab. 1 if s[0..n) passes. Pure. */
+int http_is_token(const char *s, size_t n);
+int http_is_field_value(const char *s, size_t n);
+
 /* Retry-After value (delta-seconds or HTTP-date) in ms from now; -1 if NULL/unparsable; past dates give 0. Pure. */
 int64_t http_retry_after_ms(const char *value, time_t now);
 

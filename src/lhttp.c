@@ -173,34 +173,20 @@ static const char *opt_str(lua_State *L, const char *name, const char *def) {
 }
 
 /* Turns a {name = value} table at idx into "Name: value" lines kept on the stack. */
-/* HTTP's token characters (RFC 9110 5.6.2), for header names. */
-static int is_token(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if ((unsigned char)*s <= 32 || (unsigned char)*s >= 127 || strchr("\"(),/:;<=>?@[\\]{}", *s)) return 0;
-  return 1;
-}
-
-/* A value may hold tabs but no CR, LF or other control character (no header injection). */
-static int is_field_value(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (((unsigned char)s[i] < 32 && s[i] != '\t') || s[i] == 127) return 0;
-  return 1;
-}
-
 int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const char *who) {
   int n = 0;
   idx = lua_absindex(L, idx);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    size_t vn;
+    size_t kn, vn;
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
       luaL_error(L, "%s: headers must map names to strings", who);
     if (n == max) luaL_error(L, "%s: more than %d headers", who, max);
-    if (!is_token(lua_tostring(L, -2))) luaL_error(L, "%s: invalid header name \"%s\"", who, lua_tostring(L, -2));
+    const char *k = lua_tolstring(L, -2, &kn);
+    if (!http_is_token(k, kn)) luaL_error(L, "%s: invalid header name \"%s\"", who, k);
     const char *v = lua_tolstring(L, -1, &vn); /* before vn is read: argument order is unspecified */
-    if (!is_field_value(v, vn))
-      luaL_error(L, "%s: header \"%s\": CR, LF or a control character in its value", who, lua_tostring(L, -2));
+    if (!http_is_field_value(v, vn))
+      luaL_error(L, "%s: header \"%s\": CR, LF or a control character in its value", who, k);
     lines[n++] = lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
     lua_insert(L, -3); /* keep the line below the key */
     lua_pop(L, 1);
