@@ -147,16 +147,23 @@ int64_t lw_up_opt_ms(lua_State *L, const char *name, int64_t def) {
   return (int64_t)(v > 1e15 ? 1e15 : v);
 }
 
+static const char *const any_opts[] = {"send", "base_delay_ms", "max_delay_ms", "jitter_ms", "merge_keys",
+                                       "name", "on_error", "url", NULL};
+/* Read by luphttp.c; with a send policy they would be silently ignored. */
+static const char *const http_opts[] = {"headers", "timeout_ms", "connect_timeout_ms", "insecure", "ca_file",
+                                        "classify", "max_retry_after_ms", NULL};
+
+static int listed(const char *const *list, const char *name) {
+  while (*list && strcmp(*list, name) != 0) list++;
+  return *list != NULL;
+}
+
 static void check_opt_names(lua_State *L) {
-  static const char *const known[] = {"send", "base_delay_ms", "max_delay_ms", "jitter_ms", "merge_keys",
-                                      "name", "on_error", "url", "headers", "timeout_ms", "connect_timeout_ms",
-                                      "insecure", "ca_file", "classify", "max_retry_after_ms", NULL};
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    int i = 0;
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "wsup.uploader: option names must be strings");
-    while (known[i] && strcmp(known[i], lua_tostring(L, -2)) != 0) i++;
-    if (!known[i]) luaL_error(L, "wsup.uploader: unknown option '%s'", lua_tostring(L, -2));
+    if (!listed(any_opts, lua_tostring(L, -2)) && !listed(http_opts, lua_tostring(L, -2)))
+      luaL_error(L, "wsup.uploader: unknown option '%s'", lua_tostring(L, -2));
     lua_pop(L, 1);
   }
 }
@@ -216,14 +223,10 @@ static int l_uploader(lua_State *L) {
     return luaL_error(L, "wsup.uploader: options 'url' and 'send' exclude each other");
   if (!is_http && !lua_isfunction(L, -1))
     return luaL_error(L, "wsup.uploader: option 'send' must be a function (or give 'url')");
-  if (!is_http) { /* a send policy does its own HTTP: these would be silently ignored */
-    static const char *const http_only[] = {"headers", "timeout_ms", "connect_timeout_ms", "insecure",
-                                            "ca_file", "classify", "max_retry_after_ms", NULL};
-    for (int i = 0; http_only[i]; i++) {
-      if (lua_getfield(L, 1, http_only[i]) != LUA_TNIL)
-        return luaL_error(L, "wsup.uploader: option '%s' is for the HTTP sender: give 'url', not 'send'", http_only[i]);
-      lua_pop(L, 1);
-    }
+  for (int i = 0; !is_http && http_opts[i]; i++) {
+    if (lua_getfield(L, 1, http_opts[i]) != LUA_TNIL)
+      return luaL_error(L, "wsup.uploader: option '%s' is for the HTTP sender: give 'url', not 'send'", http_opts[i]);
+    lua_pop(L, 1);
   }
   if (lua_getfield(L, 1, "on_error") != LUA_TNIL && !lua_isfunction(L, -1))
     return luaL_error(L, "wsup.uploader: option 'on_error' must be a function");
@@ -308,12 +311,9 @@ static int json_depth(const json_t *j) {
  * byte (ps_AF's is two): under any locale but "." the text is parsed in the C locale. */
 static json_t *load_json(const char *s, size_t n, json_error_t *e) {
   const char *dp = localeconv()->decimal_point;
-  locale_t c, old;
-  json_t *j;
-  if (dp[0] == '.' && dp[1] == '\0') return json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, e);
-  c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-  old = c ? uselocale(c) : (locale_t)0;
-  j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, e);
+  locale_t c = strcmp(dp, ".") == 0 ? (locale_t)0 : newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+  locale_t old = c ? uselocale(c) : (locale_t)0;
+  json_t *j = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, e);
   if (c) {
     uselocale(old);
     freelocale(c);
