@@ -106,7 +106,7 @@ static void send_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
     lw_up_done(w, UPL_DROP, 0, "dropped by send");
   } else if (nres == 0 || lua_isnil(L, base) || (lua_isboolean(L, base) && !lua_toboolean(L, base))) {
     lua_Number ra = nres >= 2 ? lua_tonumber(L, base + 1) : 0;
-    lw_up_done(w, UPL_RETRY, ra > 0 ? (int64_t)(ra > 1e15 ? 1e15 : ra) : 0, "send returned false");
+    lw_up_done(w, UPL_RETRY, ra > 0 ? (ra > (lua_Number)LW_MS_MAX ? LW_MS_MAX : (int64_t)ra) : 0, "send returned false");
   } else {
     lua_pushfstring(L, "send returned %s; expected true, false, nil or \"drop\"", luaL_typename(L, base));
     luaL_traceback(L, L, lua_tostring(L, -1), 0);
@@ -144,7 +144,7 @@ int64_t lw_up_opt_ms(lua_State *L, const char *name, int64_t def) {
   if (t != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0 || v != v)
     luaL_error(L, "wsup.uploader: option '%s' must be a non-negative number of ms", name);
   lua_pop(L, 1);
-  return (int64_t)(v > 1e15 ? 1e15 : v);
+  return v > (lua_Number)LW_MS_MAX ? LW_MS_MAX : (int64_t)v;
 }
 
 static const char *const any_opts[] = {"send", "base_delay_ms", "max_delay_ms", "jitter_ms", "merge_keys",

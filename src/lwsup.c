@@ -8,12 +8,11 @@
 
 #define CTX_MT "wsup.ctx"
 #define TIMER_MT "wsup.timer"
-#define MS_MAX 1e15 /* about 31,000 years: "forever" without overflowing int64 */
 
 int64_t lw_checkms(lua_State *L, int idx) {
   lua_Number ms = luaL_checknumber(L, idx);
   luaL_argcheck(L, ms >= 0, idx, "duration must be a non-negative number of ms");
-  return (int64_t)(ms > MS_MAX ? MS_MAX : ms);
+  return ms > (lua_Number)LW_MS_MAX ? LW_MS_MAX : (int64_t)ms;
 }
 
 static lw_ctx *upctx(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }

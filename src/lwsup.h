@@ -90,7 +90,8 @@ void lc_push_obj(lua_State *L, const ps_obj *o);
 void lc_push_obj_copy(lua_State *L, const ps_obj *o); /* o may change under the push (finalizers): copies first */
 void lc_push(lua_State *L, const json_t *v);     /* jansson value -> a fresh Lua value */
 
-int64_t lw_checkms(lua_State *L, int idx); /* a non-negative duration in ms */
+#define LW_MS_MAX 1000000000000000LL /* longest duration in ms, about 31,000 years: "forever" without overflowing int64 */
+int64_t lw_checkms(lua_State *L, int idx); /* a non-negative duration in ms, at most LW_MS_MAX */
 
 /* Registers metatable mt (methods, __index = itself) and adds f to the module table at
  * the top, with the context as upvalue. */

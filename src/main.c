@@ -248,7 +248,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "wsup: --drain-ms takes a number of ms\n%s", usage);
         return 2;
       }
-      if (drain > 1000000000000000LL) drain = 1000000000000000LL; /* as wsup.drain_ms(): no overflow later */
+      if (drain > LW_MS_MAX) drain = LW_MS_MAX; /* as wsup.drain_ms(): no overflow later */
     } else {
       fprintf(stderr, "wsup: unknown option '%s'\n%s", a, usage);
       return 2;
