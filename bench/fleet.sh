@@ -42,8 +42,14 @@ done
 # and the higher of the two counts.
 wrk_run() {
   log "fleet: wrk ceiling (${WRK_SECONDS}s, $1)"
-  wrk -t2 -c1000 -d"${WRK_SECONDS}s" -s "$PEER/put.lua" "$BASE/worker/1" >"$OUT/wrk_$1.log" 2>&1 || true
+  /usr/bin/time -f 'wrk_cpu_s=%U %S' -o "$OUT/wrk_$1.time" \
+    wrk -t2 -c1000 -d"${WRK_SECONDS}s" -s "$PEER/put.lua" "$BASE/worker/1" >"$OUT/wrk_$1.log" 2>&1 || true
   r=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$OUT/wrk_$1.log")
+  # wrk's own CPU per request: a lean client (hand-written HTTP, no allocation per request),
+  # so this is about what the kernel's loopback TCP costs a client per request.
+  n=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$OUT/wrk_$1.log")
+  awk -v n="${n:-0}" '/wrk_cpu_s=/ { sub("wrk_cpu_s=", ""); if (n > 0) printf "%.1f\n", ($1 + $2) * 1e6 / n; else print "n/a" }' \
+    "$OUT/wrk_$1.time" >"$OUT/wrk_$1.cpu" 2>/dev/null || echo n/a >"$OUT/wrk_$1.cpu"
   echo "${r:-n/a}"
 }
 wrk_before=$(wrk_run before)
@@ -69,6 +75,7 @@ tick=$(wsup_run tick 5 | tee -a "$OUT/fleet.log")
 wrk_after=$(wrk_run after)
 wrk_rps=$(printf '%s\n%s\n' "$wrk_before" "$wrk_after" | grep -v n/a | sort -g | tail -n 1)
 wrk_rps=${wrk_rps:-n/a}
+wrk_cpu=$(cat "$OUT/wrk_before.cpu" "$OUT/wrk_after.cpu" 2>/dev/null | grep -v n/a | median)
 
 seed=""
 if have_node; then
@@ -87,6 +94,7 @@ of_wrk=$(ratio "$w_puts" "$wrk_rps" "%.2f")
 vs_seed_puts=$(ratio "$w_puts" "$s_puts" "%.1f")
 vs_seed_cpu=$(ratio "$s_cpu" "$w_cpu" "%.1f")
 kv "$env" FLEET_WRK "$wrk_rps"
+kv "$env" FLEET_WRK_CPU "$wrk_cpu"
 kv "$env" FLEET_W_PUTS "$w_puts"
 kv "$env" FLEET_W_CPU "$w_cpu"
 kv "$env" FLEET_S_PUTS "$s_puts"
@@ -109,12 +117,16 @@ over the measured span divided by the PUTs delivered in it; wsup reads it with \
 
 | client | PUT/s | CPU µs per PUT | vs wrk |
 |---|---:|---:|---:|
-| wrk -t2 -c1000 (ceiling: the higher of ${WRK_SECONDS} s before the wsup runs, $(fmt_int "$wrk_before"), and after, $(fmt_int "$wrk_after")) | $(fmt_int "$wrk_rps") | | 100% |
+| wrk -t2 -c1000 (ceiling: the higher of ${WRK_SECONDS} s before the wsup runs, $(fmt_int "$wrk_before"), and after, $(fmt_int "$wrk_after"); CPU: the mean of the two runs' (user + system) / requests) | $(fmt_int "$wrk_rps") | $wrk_cpu | 100% |
 | **wsup**, built-in HTTP sender, next patch from \`classify\` (median of $RUNS, per column) | **$(fmt_int "$w_puts")** | **$w_cpu** | $(pct "$of_wrk") |
 | wsup, next patch from a \`wsup.every(5 ms)\` timer into all uploaders (1 run) | $(fmt_int "$t_puts") | $t_cpu | $(pct "$(ratio "$t_puts" "$wrk_rps" "%.4f")") |
 | seed (Node.js fetch), 1 run | $(fmt_int "$s_puts") | $s_cpu | $(pct "$(ratio "$s_puts" "$wrk_rps" "%.4f")") |
 
 - wsup / wrk: **$(pct "$of_wrk")** (goal ≥ 40%: $(check "$of_wrk" '>=' 0.4)); CPU per PUT **$w_cpu µs** (goal ≤ 20: $(check "$w_cpu" '<=' 20))
+- wrk's own CPU per request, $wrk_cpu µs, is about the floor for any client here: wrk writes
+  prebuilt requests and parses responses in place, so nearly all of it is the kernel's
+  loopback TCP (send, wake-up of nginx, receive). wsup spends $(ratio "$w_cpu" "$wrk_cpu" "%.1f")x that; most of
+  the difference is libcurl's per-transfer work (about half of wsup's CPU in \`perf\`, bench/PROFILE.md).
 - wsup vs the seed: **${vs_seed_puts}x** the PUT/s (goal ≥ 5: $(check "$vs_seed_puts" '>=' 5)) at **1/${vs_seed_cpu}** of the CPU per PUT (goal ≤ 1/5: $(check "$vs_seed_cpu" '>=' 5))
 - "Always busy": each uploader's \`classify\` function (it runs on the loop once per response,
   before the uploader decides what comes next) enqueues that uploader's next patch, so a patch is

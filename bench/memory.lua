@@ -13,18 +13,43 @@
 -- gets the 8-key patch, which stays pending. Same end state as the seed, reached in a
 -- different order; "check" verifies it on every uploader.
 --
--- Run: /usr/bin/time -f %M build/wsup bench/memory.lua U [STAGE|check|http]
+-- Run: /usr/bin/time -f %M build/wsup bench/memory.lua U [STAGE|check|http|floor]
 --   -> "uploaders=<u> stage=<s> vmrss_kib=<x> lua_kib=<y>"
 -- STAGE (default 4) stops early, to see what each part costs:
 --   1 uploaders created; 2 + the first patch pending; 3 + that patch in flight (the
 --   stalled send); 4 + the 8-key patch pending (the full state).
 -- "http" builds the full state plus one url uploader whose attempt loads libcurl (which
 -- a process only maps once it makes a request), for the base RSS of an HTTP user.
+-- "floor" builds no uploader: only what a stalled Lua send must hold by contract (below).
 -- "check" builds the full state, then checks it on every uploader (after reading
 -- VmRSS: the check allocates, so keep it apart from max-RSS runs); exit 1 if any differs.
-local wsup = require "wsup"
-
 local U = tonumber(arg[1]) or 10000
+
+if arg[2] == "floor" then
+  -- What the contract alone costs, with no uploader at all: a send policy runs as a task
+  -- (a coroutine) and gets its payload as a fresh table and as JSON text, so a stalled Lua
+  -- send holds at least a suspended coroutine, a 2-key table and a string. Lua heap bytes
+  -- per stalled send (collectgarbage("count"), after a full collection).
+  local held = {}
+  collectgarbage("collect")
+  local k0 = collectgarbage("count")
+  for i = 1, U do
+    local co = coroutine.create(function(patch, json) coroutine.yield(patch, json) end)
+    coroutine.resume(co, { worker_status = "idle", external_metadata = { w = i } },
+      ('{"worker_status":"idle","external_metadata":{"w":%d}}'):format(i))
+    held[i] = co
+  end
+  collectgarbage("collect")
+  local bytes = (collectgarbage("count") - k0) * 1024 / U
+  local suspended = 0
+  for i = 1, U do
+    if coroutine.status(held[i]) == "suspended" then suspended = suspended + 1 end
+  end
+  print(("uploaders=%d stage=floor lua_bytes_per_send=%.0f suspended=%d"):format(U, bytes, suspended))
+  os.exit(suspended == U and 0 or 1)
+end
+
+local wsup = require "wsup"
 local CHECK = arg[2] == "check"
 local HTTP = arg[2] == "http" -- also one url uploader, so libcurl is loaded (src/dl.h)
 local STAGE = (CHECK or HTTP) and 4 or tonumber(arg[2]) or 4

@@ -74,6 +74,11 @@ for S in 1 2 3 4; do
   prev_rss=$rss prev_lua=$lua
 done
 
+# The floor set by the contract (#2: a send policy runs as a task and gets a fresh table and
+# the JSON text), with no uploader at all: a suspended coroutine holding both.
+floor=$("$WSUP" bench/memory.lua 100000 floor | field lua_bytes_per_send)
+kv "$env" MEM_FLOOR "${floor:-n/a}"
+
 per() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "n/a" || b == "n/a") print "n/a"; else printf "%.0f", (a - b) * 1024 / 100000 }'; }
 mib() { awk -v a="$1" 'BEGIN { if (a == "" || a == "n/a") print "n/a"; else printf "%.1f", a / 1024 }'; }
 w_per=$(per "$MEM_W_100000" "$MEM_W_1")
@@ -103,6 +108,12 @@ median of $RUNS runs, in KiB.
 | **base** (1 uploader) | **$w_base MiB** (goal < 5: $(check "$w_base" '<' 5)) | $s_base MiB |
 | base of a process that makes requests (+ 1 url uploader: libcurl loaded) | $(mib "$MEM_W_HTTP") MiB | (the seed's fetch is built in) |
 | **per uploader** (RSS(100k) − RSS(1)) / 100k | **$w_per B** (goal ≤ 400: $(check "$w_per" '<=' 400)) | $s_per B |
+
+The goal cannot be met with a Lua send policy: by contract a send runs as a task (a Lua
+coroutine) and receives the payload as a fresh table and as JSON text, and those alone, with
+no uploader around them, take **${floor:-n/a} B** of Lua heap per stalled send
+(\`bench/memory.lua 100000 floor\`: a suspended coroutine holding a 2-key table and its JSON;
+Lua 5.4 gives every thread at least 40 stack slots).
 
 State check on 100 000 uploaders (every one has a send in flight and exactly the 8-key patch
 pending): $check_ok — \`$check_line\`
