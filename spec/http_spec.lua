@@ -278,6 +278,30 @@ describe("wsup.http.request", function()
     assert.matches("limit", msg)
   end)
 
+  it("raises for a NUL byte in url, method or ca_file instead of cutting the string there", function()
+    assert.has_error(function() wsup.http.request { url = rcv.url .. "/ok\0/../evil" } end,
+      "wsup.http.request: 'url' contains a NUL byte")
+    assert.has_error(function() wsup.http.request { url = rcv.url .. "/ok", method = "DELETE\0junk" } end,
+      "wsup.http.request: 'method' contains a NUL byte")
+    assert.has_error(function() wsup.http.request { url = rcv.url .. "/ok", ca_file = "/etc/x\0y" } end,
+      "wsup.http.request: 'ca_file' contains a NUL byte")
+    assert.has_error(function() wsup.uploader { url = rcv.url .. "/ok\0/../evil" } end,
+      "wsup.uploader: option 'url' contains a NUL byte")
+    assert.has_error(function() wsup.uploader { url = rcv.url .. "/ok", ca_file = "/etc/x\0y" } end,
+      "wsup.uploader: option 'ca_file' contains a NUL byte")
+    assert.equals(0, rcv:stats().requests)
+  end)
+
+  it("raises for max_body 0 (a limit must be at least one byte), and a limit of 1 holds", function()
+    assert.has_error(function() wsup.http.request { url = rcv.url .. "/worker/m", max_body = 0 } end,
+      "wsup.http.request: 'max_body' must be a positive integer")
+    local res, msg, code = wsup.http.request { method = "PUT", url = rcv.url .. "/worker/m", max_body = 1,
+                                                body = '{"a":1}' }
+    assert.is_nil(res)
+    assert.matches("limit", msg)
+    assert.equals("too_large", code)
+  end)
+
   it("rejects CR or LF in a header", function()
     assert.has_error(function()
       wsup.http.request { url = rcv.url, headers = { ["X-Evil"] = "a\r\nInjected: 1" } }
@@ -532,5 +556,54 @@ assert(res == nil and code == "tls", tostring(msg))
     assert.equals(50, #puts)
     assert.is_true(n <= 2, ("50 PUTs came on %d connections"):format(n))
     for i = 1, 50 do ups[i]:close() end
+  end)
+
+  -- The header block nginx received, from its /headers location.
+  local function header_block_of(res) return "\r\n" .. assert(res, "no response").body end
+
+  it("sends a header whose value is empty as an empty header, in place of a default of that name", function()
+    assert(nginx, why)
+    local got = header_block_of(wsup.http.request { url = nginx.url .. "/headers",
+                                                    headers = { ["X-Empty"] = "", Accept = "" } })
+    assert.matches("\r\nX%-Empty:[ ]*\r\n", got)
+    assert.matches("\r\nAccept:[ ]*\r\n", got)
+    assert.not_matches("%*/%*", got) -- libcurl's default Accept is replaced, not added
+    local blocks = {}
+    for _, headers in ipairs { { ["X-Empty"] = "", ["Content-Type"] = "" },
+                               function() return { ["X-Empty"] = "", ["Content-Type"] = "" } end } do
+      local up = wsup.uploader { url = nginx.url .. "/headers", headers = headers,
+                                 classify = function(res) blocks[#blocks + 1] = "\r\n" .. res.body; return "ok" end }
+      up:enqueue { a = 1 }
+      assert.is_true(up:flush(5000))
+      up:close()
+    end
+    assert.equals(2, #blocks)
+    for _, block in ipairs(blocks) do
+      assert.matches("\r\nX%-Empty:[ ]*\r\n", block)
+      assert.matches("\r\nContent%-Type:[ ]*\r\n", block) -- the caller's, empty: it replaces application/json
+      assert.not_matches("application/json", block)
+    end
+  end)
+
+  it("takes 64 request headers (its limit) inside a task, and an uploader 63 (one is the Content-Type)", function()
+    assert(nginx, why)
+    local many = {}
+    for i = 1, 64 do many["X-H" .. i] = "v" .. i end
+    local got
+    wsup.spawn(function() got = header_block_of(wsup.http.request { url = nginx.url .. "/headers", headers = many }) end)
+    wsup.run(5000)
+    for i = 1, 64 do assert.matches("\r\nX%-H" .. i .. ": v" .. i .. "\r\n", got) end
+    many["X-H64"] = nil
+    local block
+    wsup.spawn(function()
+      local up = wsup.uploader { url = nginx.url .. "/headers", headers = many,
+                                 classify = function(res) block = "\r\n" .. res.body; return "ok" end }
+      up:enqueue { a = 1 }
+      assert(up:flush(5000))
+      up:close()
+    end)
+    wsup.run(5000)
+    for i = 1, 63 do assert.matches("\r\nX%-H" .. i .. ": v" .. i .. "\r\n", block) end
+    assert.matches("\r\nContent%-Type: application/json\r\n", block)
   end)
 end)

@@ -402,6 +402,11 @@ int http_is_field_value(const char *s, size_t n) {
   return 1;
 }
 
+int http_header_is(const char *line, const char *name) {
+  size_t n = strlen(name);
+  return strncasecmp(line, name, n) == 0 && (line[n] == ':' || line[n] == ';');
+}
+
 /* NULL if acceptable, else the reason. */
 static const char *validate(const http_req *r) {
   if (!r->url || !*r->url) return "missing url";
@@ -510,7 +515,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   if (!body && (!strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))) body = "";
   int ctype = 0, oom = 0;
   for (size_t i = 0; i < r->n_headers; i++)
-    ctype |= strncasecmp(r->headers[i], "content-type", 12) == 0 && (r->headers[i][12] == ':' || r->headers[i][12] == ';');
+    ctype |= http_header_is(r->headers[i], "Content-Type");
   const char *extra[3] = { NULL, NULL, NULL };
   if (body) { extra[0] = "Expect:"; extra[1] = ctype ? NULL : "Content-Type:"; }
   oom = set_headers(x, r, extra) != 0;

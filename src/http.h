@@ -65,6 +65,9 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud);
  * other control character but tab. 1 if s[0..n) passes. Pure. */
 int http_is_token(const char *s, size_t n);
 int http_is_field_value(const char *s, size_t n);
+/* 1 if a request header line ("Name: value", or "Name;" for an empty value) has this
+ * name, compared without case. Pure. */
+int http_header_is(const char *line, const char *name);
 
 /* Retry-After value (delta-seconds or HTTP-date) in ms from now; -1 if NULL/unparsable; past dates give 0. Pure. */
 int64_t http_retry_after_ms(const char *value, time_t now);

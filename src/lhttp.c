@@ -165,17 +165,22 @@ static long opt_long(lua_State *L, const char *name, long def) {
 
 static const char *opt_str(lua_State *L, const char *name, const char *def) {
   const char *s = def;
+  size_t n;
   int t = lua_getfield(L, 1, name);
   if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "wsup.http.request: '%s' must be a string", name);
-  if (t == LUA_TSTRING) s = lua_tostring(L, -1);
+  if (t == LUA_TSTRING && strlen(s = lua_tolstring(L, -1, &n)) != n) /* C would cut it there */
+    luaL_error(L, "wsup.http.request: '%s' contains a NUL byte", name);
   lua_pop(L, 1); /* the string stays alive in the options table */
   return s;
 }
 
-/* Turns a {name = value} table at idx into "Name: value" lines kept on the stack. */
+/* Turns a {name = value} table at idx into "Name: value" lines kept on the stack (up to
+ * max of them: the stack is grown first, a task's may be small). An empty value is sent
+ * as "Name;", libcurl's form for an empty header ("Name:" would remove the header). */
 int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const char *who) {
   int n = 0;
   idx = lua_absindex(L, idx);
+  luaL_checkstack(L, max + 4, who);
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t kn, vn;
@@ -187,7 +192,7 @@ int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const ch
     const char *v = lua_tolstring(L, -1, &vn); /* before vn is read: argument order is unspecified */
     if (!http_is_field_value(v, vn))
       luaL_error(L, "%s: header \"%s\": CR, LF or a control character in its value", who, k);
-    lines[n++] = lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+    lines[n++] = vn ? lua_pushfstring(L, "%s: %s", k, v) : lua_pushfstring(L, "%s;", k);
     lua_insert(L, -3); /* keep the line below the key */
     lua_pop(L, 1);
   }
@@ -215,10 +220,10 @@ static int l_request(lua_State *L) {
   r.timeout_ms = opt_long(L, "timeout_ms", 30000);
   r.connect_timeout_ms = opt_long(L, "connect_timeout_ms", 10000);
   r.max_body = (size_t)opt_long(L, "max_body", 1 << 20);
+  if (!r.max_body) return luaL_error(L, "wsup.http.request: 'max_body' must be a positive integer");
   lua_getfield(L, 1, "insecure");
   r.insecure = lua_toboolean(L, -1);
-  if (lua_getfield(L, 1, "ca_file") == LUA_TSTRING) r.ca_file = lua_tostring(L, -1);
-  else if (!lua_isnil(L, -1)) return luaL_error(L, "wsup.http.request: 'ca_file' must be a string");
+  r.ca_file = opt_str(L, "ca_file", NULL);
   hidx = lua_gettop(L) + 1;
   if (lua_getfield(L, 1, "headers") == LUA_TTABLE) n = lw_header_lines(L, -1, lines, MAX_HEADERS, "wsup.http.request");
   else if (!lua_isnil(L, hidx)) return luaL_error(L, "wsup.http.request: 'headers' must be a table");

@@ -3,7 +3,6 @@
  * function or a classify function; those run from the loop, never from libcurl. */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "lupload.h"
@@ -26,11 +25,18 @@ struct lw_uphttp {
   lw_hres res;               /* owned copies of the last response */
 };
 
+/* Raises if the string option on the top holds a NUL byte, where C would cut it. */
+static void check_nul(lua_State *L, const char *opt) {
+  size_t n;
+  if (strlen(lua_tolstring(L, -1, &n)) != n) luaL_error(L, "wsup.uploader: option '%s' contains a NUL byte", opt);
+}
+
 void lw_uphttp_init(lua_State *L, lw_up *w) {
   lw_uphttp *h;
   const char *lines[MAX_HEADERS];
   int n = 0, ud = lua_gettop(L);
   if (lua_getfield(L, 1, "url") != LUA_TSTRING) luaL_error(L, "wsup.uploader: option 'url' must be a string");
+  check_nul(L, "url");
   if (strncmp(lua_tostring(L, -1), "http://", 7) != 0 && strncmp(lua_tostring(L, -1), "https://", 8) != 0)
     luaL_error(L, "wsup.uploader: option 'url' must start with http:// or https://");
   if (!(h = w->http = calloc(1, sizeof *h))) luaL_error(L, "wsup.uploader: out of memory");
@@ -52,6 +58,7 @@ void lw_uphttp_init(lua_State *L, lw_up *w) {
   switch (lua_getfield(L, 1, "ca_file")) {
   case LUA_TNIL: break;
   case LUA_TSTRING:
+    check_nul(L, "ca_file");
     if (!(h->ca_file = strdup(lua_tostring(L, -1)))) luaL_error(L, "wsup.uploader: out of memory");
     break;
   default: luaL_error(L, "wsup.uploader: option 'ca_file' must be a string");
@@ -207,7 +214,7 @@ void lw_uphttp_send(upl *u) {
     for (int i = top + 1; i <= lua_gettop(L); i++) lines[n++] = lua_tostring(L, i);
   }
   int ctype = 0;                       /* the caller's Content-Type replaces ours, never joins it */
-  for (int i = 0; i < n && !ctype; i++) ctype = strncasecmp(lines[i], "content-type:", 13) == 0;
+  for (int i = 0; i < n && !ctype; i++) ctype = http_header_is(lines[i], "Content-Type");
   if (!ctype) lines[n++] = CT_JSON;
   r.method = "PUT";
   r.url = h->url;

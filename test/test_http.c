@@ -655,6 +655,19 @@ static void test_client_new_says_why_it_fails(void **state) {
   assert_string_equal(err, "invalid argument");
 }
 
+/* A header line is known by its name whatever its case, in both of libcurl's forms ("Name:
+ * value" and "Name;" for an empty value), and a longer name that starts the same is not it. */
+static void test_header_is(void **state) {
+  (void)state;
+  assert_true(http_header_is("Content-Type: text/plain", "Content-Type"));
+  assert_true(http_header_is("content-type:x", "Content-Type"));
+  assert_true(http_header_is("CONTENT-TYPE;", "Content-Type"));
+  assert_false(http_header_is("Content-Types: x", "Content-Type"));
+  assert_false(http_header_is("Content-Typ: x", "Content-Type"));
+  assert_false(http_header_is("X-Content-Type: x", "Content-Type"));
+  assert_false(http_header_is("", "Content-Type"));
+}
+
 static void test_retry_after_parse(void **state) {
   (void)state;
   time_t now = time(NULL);
@@ -756,6 +769,7 @@ int main(void) {
     cmocka_unit_test(test_resolver_sockets),
     cmocka_unit_test(test_idle_peer_close),
     cmocka_unit_test(test_client_new_says_why_it_fails),
+    cmocka_unit_test(test_header_is),
     cmocka_unit_test(test_retry_after_parse),
     cmocka_unit_test(test_bench_keepalive),
   };
