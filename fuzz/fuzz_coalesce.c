@@ -262,10 +262,10 @@ static void finish(run *r, upl_result res, int64_t retry_after) {
     if (u->phase != UPL_BACKOFF && u->phase != UPL_SENDING) die("after a failure: phase %d", (int)u->phase);
     /* phase SENDING: a zero delay fired already, inside upl_done? Not allowed. */
     if (u->phase == UPL_SENDING) die("retry started inside upl_done");
-    if (u->next_attempt_at < t + lo || u->next_attempt_at > t + hi)
+    if (upl_next_attempt(u) < t + lo || upl_next_attempt(u) > t + hi)
       die("failure %u: next attempt at %lld, want [%lld, %lld]", r->want.consecutive_failures,
-          (long long)u->next_attempt_at, (long long)(t + lo), (long long)(t + hi));
-    r->planned_at = u->next_attempt_at;
+          (long long)upl_next_attempt(u), (long long)(t + lo), (long long)(t + hi));
+    r->planned_at = upl_next_attempt(u);
     return;
   }
   if (res != UPL_OK) r->lossy = 1;

@@ -317,7 +317,17 @@ io.write(json)
       { "invalid UTF-8 in a top-level key", function() return { worker_status = "new", ["k\xff"] = 1 } end },
       { "invalid UTF-8 in a nested key",
         function() return { worker_status = "new", external_metadata = { ["k\xff"] = 1 } } end,
-        "external_metadata" },
+        "external_metadata.k\\xff: key is not valid UTF-8" },
+      -- JSON can say "\u0000" in a key, but servers' parsers (jansson's among them) refuse
+      -- it, and the whole coalesced payload would then be dropped.
+      { "a NUL byte in a top-level key", function() return { worker_status = "new", ["a\0b"] = 1 } end,
+        "a\\x00b: key contains a NUL byte" },
+      { "a NUL byte in a merge key's key",
+        function() return { worker_status = "new", external_metadata = { ok = 1, ["a\0b"] = 1 } } end,
+        "external_metadata.a\\x00b: key contains a NUL byte" },
+      { "a NUL byte in a key of an object in an array",
+        function() return { worker_status = "new", list = { { ["\0"] = 1 } } } end,
+        "list[1].\\x00: key contains a NUL byte" },
     }
 
     for _, case in ipairs(cases) do
@@ -342,6 +352,30 @@ io.write(json)
         assert.same({ worker_status = "orig", external_metadata = { keep = 1, later = 2 } }, sent[1].patch)
       end)
     end
+
+    it("keeps the reason, one line and valid UTF-8 in the message however long the path", function()
+      local up = recorder()
+      local function message(patch)
+        local ok, err = pcall(up.enqueue, up, patch)
+        assert.is_false(ok)
+        err = tostring(err)
+        assert.is_true(#err <= 511, "message of " .. #err .. " bytes")
+        assert.is_truthy(utf8.len(err), "message is not valid UTF-8: " .. err)
+        assert.is_nil(err:find("[%c]"), "control character in: " .. err)
+        return err
+      end
+      local deep = {}
+      for _ = 1, 120 do deep = { node = deep } end
+      local m = message { state = deep }
+      assert.matches("^state%.node%.node.*%.%.%..*node%.node: nesting deeper than 100 levels$", m)
+      m = message { [("k"):rep(600)] = 0 / 0 }
+      assert.matches("^kkk.*%.%.%.: cannot encode NaN$", m)
+      m = message { external_metadata = { [("é"):rep(300)] = print } }
+      assert.matches("^external_metadata%.éé.*%.%.%.: cannot encode a function$", m)
+      assert.equals("k\\x0a: cannot encode a function", message { ["k\n"] = print })
+      assert.equals("k\\xff\\xfe: key is not valid UTF-8", message { ["k\xff\xfe"] = 1 })
+      assert.is_nil(up:pending())
+    end)
 
     it("into an empty uploader leaves nothing pending and sends nothing", function()
       local up, sent = recorder()

@@ -79,18 +79,81 @@ static inline int utf8_valid(const unsigned char *s, size_t n) {
   return (any & 0x8080808080808080u) == 0 || utf8_check(s, n);
 }
 
-/* Records "path: reason" and returns -1. */
-static int fail(conv *cv, const char *reason) {
-  size_t at = 0;
-  for (int i = 1; i <= cv->depth && at < sizeof cv->err - 1; i++) {
-    if (cv->key[i])
-      at += (size_t)snprintf(cv->err + at, sizeof cv->err - at, "%s%.*s", i > 1 ? "." : "", (int)cv->len[i],
-                             cv->key[i]);
-    else
-      at += (size_t)snprintf(cv->err + at, sizeof cv->err - at, "[%zu]", cv->len[i]);
+/* A key's problem, or NULL: it must be UTF-8, and hold no NUL byte, which JSON can write
+ * ("\u0000") but servers' parsers refuse in a key (jansson's does), so one such key would
+ * have the whole coalesced payload dropped. Same word-at-a-time shape as utf8_valid. */
+#define HAS_ZERO64(w) (((w) - 0x0101010101010101u) & ~(w) & 0x8080808080808080u)
+#define HAS_ZERO32(w) (((w) - 0x01010101u) & ~(w) & 0x80808080u)
+static inline const char *key_problem(const unsigned char *s, size_t n) {
+  uint64_t any = 0, zero = 0;
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+      uint64_t w = bytes_load64(s + i);
+      any |= w;
+      zero |= HAS_ZERO64(w);
+    }
+    uint64_t w = bytes_load64(s + n - 8);
+    any |= w;
+    zero |= HAS_ZERO64(w);
+  } else if (n >= 4) {
+    uint32_t a = (uint32_t)bytes_load32(s), b = (uint32_t)bytes_load32(s + n - 4);
+    any = a | b;
+    zero = HAS_ZERO32(a) | HAS_ZERO32(b);
+  } else if (n) {
+    any = (uint64_t)s[0] | s[n / 2] | s[n - 1];
+    zero = !s[0] || !s[n / 2] || !s[n - 1];
   }
-  if (cv->depth == 0) at = (size_t)snprintf(cv->err, sizeof cv->err, "patch");
-  if (at < sizeof cv->err) snprintf(cv->err + at, sizeof cv->err - at, ": %s", reason);
+  if (zero) return "key contains a NUL byte";
+  if ((any & 0x8080808080808080u) && !utf8_check(s, n)) return "key is not valid UTF-8";
+  return NULL;
+}
+
+#define KEY_SHOWN 64 /* bytes of one key shown in a message's path, then "..." */
+
+/* Writes key k[0..n) for a message's path into b (room for KEY_SHOWN + 3 bytes): control
+ * characters, and the high bytes of a key that is not UTF-8, as \xNN, so that the
+ * message is one line of valid UTF-8. Returns the bytes written. */
+static size_t show_key(char *b, const char *k, size_t n) {
+  const unsigned char *s = (const unsigned char *)k;
+  int utf8 = utf8_check(s, n);
+  size_t at = 0;
+  for (size_t i = 0; i < n;) {
+    size_t len = utf8 && s[i] >= 0xc0 ? (s[i] >= 0xf0 ? 4 : s[i] >= 0xe0 ? 3 : 2) : 1;
+    int esc = s[i] < 0x20 || s[i] == 0x7f || (!utf8 && s[i] >= 0x80);
+    if (at + (esc ? 4 : len) > KEY_SHOWN) {
+      memcpy(b + at, "...", 3);
+      return at + 3;
+    }
+    if (esc) at += (size_t)snprintf(b + at, 5, "\\x%02x", s[i]);
+    else memcpy(b + at, s + i, len), at += len;
+    i += len;
+  }
+  return at;
+}
+
+/* Records "path: reason" and returns -1. A path too long for the message keeps its
+ * start and its end (the bad value's place), cut between characters, with "..." between. */
+static int fail(conv *cv, const char *reason) {
+  char path[(LW_MAXDEPTH + 2) * (KEY_SHOWN + 4)];
+  size_t at = 0, room = sizeof cv->err - 3 - strlen(reason); /* ": " and the NUL */
+  for (int i = 1; i <= cv->depth; i++) {
+    if (cv->key[i]) {
+      if (i > 1) path[at++] = '.';
+      at += show_key(path + at, cv->key[i], cv->len[i]);
+    } else {
+      at += (size_t)snprintf(path + at, KEY_SHOWN, "[%zu]", cv->len[i]);
+    }
+  }
+  if (cv->depth == 0) at = (size_t)snprintf(path, sizeof path, "patch");
+  if (at <= room) {
+    snprintf(cv->err, sizeof cv->err, "%.*s: %s", (int)at, path, reason);
+    return -1;
+  }
+  size_t head = room / 3, tail;
+  while (head && ((unsigned char)path[head] & 0xc0) == 0x80) head--;
+  tail = at - (room - head - 3);
+  while (tail < at && ((unsigned char)path[tail] & 0xc0) == 0x80) tail++;
+  snprintf(cv->err, sizeof cv->err, "%.*s...%.*s: %s", (int)head, path, (int)(at - tail), path + tail, reason);
   return -1;
 }
 
@@ -187,8 +250,8 @@ static int entries(conv *cv, int idx, put_fn put, void *to, int lenient) {
     k = lua_tolstring(L, -2, &kn);
     cv->key[cv->depth] = k;
     cv->len[cv->depth] = kn;
-    if ((!utf8_valid((const unsigned char *)k, kn) ? fail(cv, "key is not valid UTF-8")
-                                                   : build(cv, lua_gettop(L), &v)) ||
+    const char *bad = key_problem((const unsigned char *)k, kn);
+    if ((bad ? fail(cv, bad) : build(cv, lua_gettop(L), &v)) ||
         put(cv, to, k, kn, v) != 0) {
       lua_pop(L, 2);
       return -1;
@@ -331,8 +394,9 @@ static int stage_patch(conv *cv, int idx, const ps_keys *keys) {
     cv->depth = 1;
     cv->key[1] = k;
     cv->len[1] = kn;
-    if (!utf8_valid((const unsigned char *)k, kn)) {
-      fail(cv, "key is not valid UTF-8");
+    const char *bad = key_problem((const unsigned char *)k, kn);
+    if (bad) {
+      fail(cv, bad);
       lua_pop(L, 2);
       return -1;
     }

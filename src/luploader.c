@@ -73,7 +73,7 @@ void lw_up_done(lw_up *w, upl_result r, int64_t retry_after_ms, const char *err)
   upl_done(&w->u, r, retry_after_ms, err);
   if (w->u.phase == UPL_BACKOFF)
     lw_log(w->c, w->u.st.consecutive_failures == 1 ? 1 : 3, lw_up_name(w), "attempt failed: %s; retry in %lld ms",
-           w->u.last_error ? w->u.last_error : "send failed", (long long)(w->u.next_attempt_at - wl_now(&w->c->loop)));
+           w->u.last_error ? w->u.last_error : "send failed", (long long)(upl_next_attempt(&w->u) - wl_now(&w->c->loop)));
   else if (r == UPL_DROP)
     lw_log(w->c, 1, lw_up_name(w), "%s", w->u.last_error ? w->u.last_error : "dropped");
   else if (r == UPL_OK && before > 0)
@@ -435,7 +435,8 @@ static int up_stats(lua_State *L) {
   setbool(L, "pending", w->u.pending != NULL);
   setbool(L, "closed", w->u.closed);
   if (w->last_status) setint(L, "last_status", (uint64_t)w->last_status);
-  if (w->u.next_attempt_at >= 0) setint(L, "next_attempt_at", (uint64_t)w->u.next_attempt_at);
+  int64_t next = upl_next_attempt(&w->u);
+  if (next >= 0) setint(L, "next_attempt_at", (uint64_t)next);
   if (w->u.last_error) {
     lua_pushstring(L, w->u.last_error);
     lua_setfield(L, -2, "last_error");

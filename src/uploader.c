@@ -38,7 +38,6 @@ static void attempt(upl *u) {
   u->body = ps_encode(u->payload, &u->body_len);
   if (!u->body) abort(); /* only out of memory: payloads are valid by construction */
   u->phase = UPL_SENDING;
-  u->next_attempt_at = -1;
   u->st.attempts++;
   u->st.bytes_sent += u->body_len;
   u->ops->send(u);
@@ -66,7 +65,6 @@ static void retry_cb(void *ud) {
 
 static void schedule(upl *u) {
   u->phase = UPL_QUEUED;
-  u->next_attempt_at = wl_now(u->loop);
   wl_defer(u->loop, &u->start, start_cb, u);
 }
 
@@ -85,7 +83,6 @@ void upl_init(upl *u, wl_loop *l, const upl_ops *ops, void *ud, ps_keys *keys) {
   u->base_ms = 500;
   u->max_ms = 30000;
   u->jitter_ms = 500;
-  u->next_attempt_at = -1;
 }
 
 void upl_free(upl *u) {
@@ -143,7 +140,6 @@ void upl_done(upl *u, upl_result r, int64_t retry_after_ms, const char *error) {
       int64_t d = upl_delay(u, u->st.consecutive_failures, wl_random(u->loop));
       if (retry_after_ms > d) d = retry_after_ms;
       u->phase = UPL_BACKOFF;
-      u->next_attempt_at = wl_now(u->loop) + d;
       wl_timer_start(u->loop, &u->backoff, d, retry_cb, u);
       return;
     }
@@ -159,7 +155,6 @@ void upl_done(upl *u, upl_result r, int64_t retry_after_ms, const char *error) {
   }
   drop_payload(u);
   u->phase = UPL_IDLE;
-  u->next_attempt_at = -1;
   if (u->pending && !u->closed) schedule(u);
   else settle(u);
 }
@@ -174,7 +169,6 @@ void upl_close(upl *u) {
   }
   wl_cancel(u->loop, &u->start);
   wl_timer_stop(u->loop, &u->backoff);
-  u->next_attempt_at = -1;
   if (u->phase == UPL_BACKOFF) u->lost = 1;
   if (u->phase != UPL_SENDING) {
     drop_payload(u);
@@ -184,3 +178,7 @@ void upl_close(upl *u) {
 }
 
 int upl_idle(const upl *u) { return u->phase == UPL_IDLE && !u->pending; }
+
+int64_t upl_next_attempt(upl *u) {
+  return u->phase == UPL_QUEUED ? wl_now(u->loop) : u->phase == UPL_BACKOFF ? u->backoff.due : -1;
+}

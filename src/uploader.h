@@ -41,7 +41,6 @@ struct upl {
   char *body;           /* owned; payload as JSON for the current attempt */
   size_t body_len;
   int64_t base_ms, max_ms, jitter_ms;
-  int64_t next_attempt_at; /* loop ms of the next attempt; -1 when none is planned */
   upl_phase phase;
   int closed;
   int lost;             /* close() dropped state that was never delivered */
@@ -66,6 +65,9 @@ int upl_enqueue(upl *u, ps_obj *patch); /* consumes patch; 1, 0 after close, -1 
 void upl_done(upl *u, upl_result r, int64_t retry_after_ms, const char *error);
 void upl_close(upl *u);
 int upl_idle(const upl *u);   /* nothing pending, nothing in flight, no retry planned */
+/* Loop ms of the next attempt (now when one is queued for the next turn), -1 when none
+ * is planned. Read from the timer, so a virtual clock's restart moves it too. */
+int64_t upl_next_attempt(upl *u);
 int64_t upl_delay(const upl *u, unsigned failures, double unit); /* backoff for the nth failure */
 
 #endif

@@ -139,13 +139,13 @@ static void test_first_send_starts_on_next_turn_not_inside_enqueue(void **state)
   enq("{\"worker_status\":\"busy\"}");
   assert_int_equal(F.n, 0);
   assert_int_equal(U.phase, UPL_QUEUED);
-  assert_int_equal(U.next_attempt_at, 0);
+  assert_int_equal(upl_next_attempt(&U), 0);
   assert_false(upl_idle(&U));
   assert_true(wl_busy(&L));
   run_until_attempt(1);
   assert_int_equal(F.at[0], 0);
   assert_int_equal(U.phase, UPL_SENDING);
-  assert_int_equal(U.next_attempt_at, -1);
+  assert_int_equal(upl_next_attempt(&U), -1);
   assert_null(U.pending);
   assert_string_equal(F.body[0], "{\"worker_status\":\"busy\"}");
   run_for(10000); /* nothing completes by itself: still one attempt */
@@ -316,7 +316,7 @@ static void test_backoff_schedule_base100_max1000_no_jitter(void **state) {
     if (i < 5) {
       upl_done(&U, UPL_RETRY, 0, "503");
       assert_int_equal(U.phase, UPL_BACKOFF);
-      assert_int_equal(U.next_attempt_at, want_at[i + 1]);
+      assert_int_equal(upl_next_attempt(&U), want_at[i + 1]);
       assert_true(wl_timer_active(&U.backoff));
       assert_string_equal(U.last_error, "503");
       assert_false(upl_idle(&U));
@@ -330,7 +330,7 @@ static void test_backoff_schedule_base100_max1000_no_jitter(void **state) {
   assert_int_equal(U.st.failures, 5);
   assert_int_equal(U.st.delivered, 1);
   assert_int_equal(U.st.consecutive_failures, 0);
-  assert_int_equal(U.next_attempt_at, -1);
+  assert_int_equal(upl_next_attempt(&U), -1);
   assert_int_equal(wl_run(&L, -1, NULL, NULL), 0); /* idle: nothing more */
   assert_int_equal(F.n, 6);
 }
@@ -391,13 +391,13 @@ static void test_retry_after_lengthens_the_wait_but_never_shortens_it(void **sta
   enq("{\"a\":1}");
   run_until_attempt(1);
   upl_done(&U, UPL_RETRY, 5000, "429");
-  assert_int_equal(U.next_attempt_at, 5000);
+  assert_int_equal(upl_next_attempt(&U), 5000);
   run_for(4999);
   assert_int_equal(F.n, 1);
   run_until_attempt(2);
   assert_int_equal(F.at[1], 5000);
   upl_done(&U, UPL_RETRY, 50, "429"); /* shorter than the 200 ms backoff: ignored */
-  assert_int_equal(U.next_attempt_at, 5200);
+  assert_int_equal(upl_next_attempt(&U), 5200);
   run_until_attempt(3);
   assert_int_equal(F.at[2], 5200);
 }
@@ -524,7 +524,7 @@ static void test_close_during_backoff_stops_retries_and_drops_pending(void **sta
   assert_null(U.body);
   assert_false(wl_timer_active(&U.backoff));
   assert_int_equal(U.phase, UPL_IDLE);
-  assert_int_equal(U.next_attempt_at, -1);
+  assert_int_equal(upl_next_attempt(&U), -1);
   assert_true(upl_idle(&U));
   assert_int_equal(F.settled, 1);
   assert_false(wl_busy(&L));
@@ -566,7 +566,7 @@ static void test_close_during_send_lets_done_finish_without_retry(void **state) 
   assert_int_equal(U.st.failures, 1);
   assert_false(wl_timer_active(&U.backoff));
   assert_int_equal(U.phase, UPL_IDLE);
-  assert_int_equal(U.next_attempt_at, -1);
+  assert_int_equal(upl_next_attempt(&U), -1);
   assert_null(U.payload);
   assert_true(upl_idle(&U));
   assert_int_equal(wl_run(&L, -1, NULL, NULL), 0);
@@ -697,7 +697,7 @@ static void test_ten_thousand_failures_in_a_row_still_wait_max(void **state) {
   U.st.consecutive_failures = 9999;
   upl_done(&U, UPL_RETRY, 0, NULL);
   assert_int_equal(U.st.consecutive_failures, 10000);
-  assert_int_equal(U.next_attempt_at, 1000);
+  assert_int_equal(upl_next_attempt(&U), 1000);
   run_until_attempt(2);
   assert_int_equal(F.at[1], 1000);
 }
