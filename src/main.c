@@ -37,6 +37,7 @@ typedef struct host {
   int status;        /* 1 after a script error; else the main chunk's integer result */
   int signals;       /* SIGINT/SIGTERM seen */
   int stopping;      /* the host took a signal over: producers stop, uploaders drain */
+  int draining;      /* the final drain is under way: a first signal lets it go on */
   uv_signal_t *sig[2];
 } host;
 
@@ -112,9 +113,13 @@ static void on_signal(uv_signal_t *s, int signum) {
     _exit(h->status ? h->status : n ? 3 : 0);
   }
   if (h->c->user_signals[signum == SIGINT ? 0 : 1]) return; /* the script handles the first one */
+  h->stopping = 1;
+  if (h->draining) { /* what the signal asks for is under way: stopping the loop would end the drain */
+    lw_log(h->c, 2, "wsup", "%s: draining uploaders (again to exit at once)", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    return;
+  }
   lw_log(h->c, 2, "wsup", "%s: stopping producers and draining uploaders (again to exit at once)",
          signum == SIGINT ? "SIGINT" : "SIGTERM");
-  h->stopping = 1;
   wl_stop(&h->c->loop); /* ends a wsup.run() nested in the script, too */
 }
 
@@ -200,6 +205,7 @@ static int run(lua_State *L, host *h, const char *cmd, int argc, char **argv, in
   lw_drive(c, L, -1, script_idle, h);
   if (h->stopping) lw_stop_producers(c);
   c->loop.stop = 0; /* a signal's wl_stop must not cut the drain short */
+  h->draining = 1;
   if (!lw_uploaders_idle(c)) lw_drive(c, L, wl_now(&c->loop) + c->drain_ms, drained, c);
   undelivered = lw_report_undelivered(c);
   signals(h, 0);
