@@ -134,6 +134,28 @@ io.stdout:write(tostring(kept:stats().closed), " ", sends, " ", tostring(kept:en
       assert.matches("scoped", und[1])
     end)
 
+    it("an uploader closed with state undelivered is still reported after it was collected: exit 3", function()
+      local r = cli.run(WSUP .. " " .. cli.script([[
+local wsup = require "wsup"
+do
+  local up <close> = wsup.uploader { name = "scoped", send = function() return true end }
+  up:enqueue { worker_status = "busy" }
+end
+local up2 = wsup.uploader { name = "dropped-later", send = function() return true end }
+up2:enqueue { worker_status = "idle" }
+up2:close()
+up2 = nil -- luacheck: ignore
+collectgarbage()
+collectgarbage()
+]]))
+      assert.equal(3, r.rc, r.err)
+      local und = cli.grep(r.err, "undelivered")
+      assert.equal(2, #und, r.err)
+      table.sort(und, function(a, b) return a:match("error (.*)") < b:match("error (.*)") end)
+      assert.matches("dropped%-later: undelivered: closed before it was delivered$", und[1])
+      assert.matches("scoped: undelivered: closed before it was delivered$", und[2])
+    end)
+
     it("`local up <close>` that flushed inside its scope delivered everything: exit 0", function()
       local s = cli.script([[
 local wsup = require "wsup"

@@ -455,8 +455,35 @@ static int up_tostring(lua_State *L) {
   return 1;
 }
 
+/* Why w's state is undelivered, or NULL when it has none. */
+static const char *undelivered_why(const lw_up *w) {
+  if (upl_idle(&w->u) && !w->u.lost) return NULL;
+  if (w->u.last_error && w->u.st.consecutive_failures) return w->u.last_error; /* not an old, recovered one */
+  if (w->u.closed) return w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
+  return "not delivered before the drain deadline";
+}
+
+/* Keeps a collected uploader's undelivered state for the final report (see lw_ctx.gone). */
+static void remember_gone(lw_ctx *c, const lw_up *w) {
+  const char *why = undelivered_why(w), *name = lw_up_name(w);
+  size_t n;
+  char *p;
+  if (!why || c->reported) return;
+  n = strlen(name) + 1 + strlen(why) + 1;
+  if (c->gone_n == LW_GONE_MAX || !(p = realloc(c->gone, c->gone_len + n))) {
+    c->gone_more++;
+    return;
+  }
+  c->gone = p;
+  memcpy(p + c->gone_len, name, strlen(name) + 1);
+  memcpy(p + c->gone_len + strlen(name) + 1, why, strlen(why) + 1);
+  c->gone_len += n;
+  c->gone_n++;
+}
+
 static int up_gc(lua_State *L) {
   lw_up *w = checkup(L);
+  if (w->c && w->c->open) remember_gone(w->c, w);
   if (w->c && w->c->open) upl_free(&w->u); /* w->c is set just before upl_init */
   else if (w->c) upl_release(&w->u);        /* finalized after its context: the loop is gone */
   free(w->name);
@@ -480,15 +507,21 @@ int lw_uploaders_idle(lw_ctx *c) {
 
 int lw_report_undelivered(lw_ctx *c) {
   int n = 0;
+  for (size_t at = 0; at < c->gone_len; n++) { /* collected ones first: they went first */
+    const char *p = c->gone + at;
+    const char *why = p + strlen(p) + 1;
+    lw_log(c, 0, p, "undelivered: %s", why);
+    at = (size_t)(why - c->gone) + strlen(why) + 1;
+  }
+  if (c->gone_more) lw_log(c, 0, "wsup", "%u more uploaders were collected with state undelivered", c->gone_more);
+  n += (int)c->gone_more;
   for (lw_up *w = c->ups; w; w = w->next) {
-    const char *why;
-    if (upl_idle(&w->u) && !w->u.lost) continue;
-    if (w->u.last_error && w->u.st.consecutive_failures) why = w->u.last_error; /* not an old, recovered one */
-    else if (w->u.closed) why = w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
-    else why = "not delivered before the drain deadline";
+    const char *why = undelivered_why(w);
+    if (!why) continue;
     lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
     n++;
   }
+  c->reported = 1;
   return n;
 }
 

@@ -156,6 +156,8 @@ static int ctx_gc(lua_State *L) {
     if (c->http) http_client_close(c->http, NULL, NULL);
     wl_close(&c->loop);
   }
+  free(c->gone);
+  c->gone = NULL;
   return 0;
 }
 

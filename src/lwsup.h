@@ -37,7 +37,14 @@ typedef struct lw_ctx {
   int64_t drain_ms;     /* how long the host drains at the end; default 5000 */
   int log_level;        /* 0 error, 1 warn, 2 info, 3 debug */
   unsigned user_signals[2]; /* active wsup.signal handlers for INT and TERM */
+  /* Uploaders collected with state undelivered (closed, then dropped), for the final
+   * report: up to LW_GONE_MAX entries, each NAME and REASON as two C strings, then only a count. */
+  char *gone;           /* owned; NULL when none */
+  size_t gone_len;
+  unsigned gone_n, gone_more;
+  int reported;         /* the final report ran: later collections are the process ending */
 } lw_ctx;
+#define LW_GONE_MAX 32
 
 lw_ctx *lw_getctx(lua_State *L);   /* the context, from the registry */
 
