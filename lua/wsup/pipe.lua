@@ -87,7 +87,8 @@ function M.main(...)
   -- The first SIGINT/SIGTERM is ours: stop reading, then drain and summarize below.
   local function finish() eof = true; if reader then reader:stop() end end
   local sigint, sigterm = wsup.signal("int", finish), wsup.signal("term", finish)
-  reader = wsup.lines(io.stdin, function(line, why)
+  local unreadable
+  reader, unreadable = wsup.lines(io.stdin, function(line, why)
     if line == nil then
       eof = true
       return
@@ -101,6 +102,13 @@ function M.main(...)
       io.stderr:write(("line %d: %s\n"):format(st.lines, (e or "bad line"):gsub("^line %d+: ", "")))
     end
   end, { max_line = o["max-line"] })
+  if not reader then -- stdin is there but cannot be read (a directory, say): nothing will come
+    sigint:stop()
+    sigterm:stop()
+    up:close()
+    io.stderr:write("wsup pipe: ", unreadable, "\n")
+    return 1
+  end
 
   local function progress(final)
     st.up = up:stats()
