@@ -131,6 +131,15 @@ describe("producers", function()
       assert.matches("director", err)
     end)
 
+    it("raises for a max_line that is not a positive integer, naming it", function()
+      local f = cli.tmp()
+      cli.spit(f, "x\n")
+      for _, bad in ipairs { 0, -1, 1.5, "10" } do
+        assert.has_error(function() wsup.lines(f, function() end, { max_line = bad }) end,
+          "wsup.lines: max_line must be a positive integer")
+      end
+    end)
+
     it("/dev/null (a character device) reads as an empty stream: fn(nil) once", function()
       -- In a child: libuv aborts the process when it is asked to poll what epoll cannot.
       local src = cli.script([[
@@ -167,6 +176,34 @@ wsup.lines(3, function(line) io.stdout:write(tostring(line), "\n") end)
       local r = cli.run(WSUP .. " " .. s .. " 3<" .. f)
       assert.equal(0, r.rc, r.err)
       assert.equal("from fd 3\nnil\n", r.out)
+    end)
+
+    it("reads a Lua file from where the script left it, and leaves the file where reading ended", function()
+      local f = cli.tmp()
+      cli.spit(f, "header\nline1\nline2\n")
+      local h = assert(io.open(f))
+      assert.equal("header", h:read("l")) -- stdio read ahead: the descriptor is past it all
+      local calls, fn, ended = collector()
+      keep(wsup.lines(h, fn))
+      assert.is_true(run_until(ended))
+      assert.same({ { "line1" }, { "line2" }, {} }, calls)
+      assert.equal("", h:read("a")) -- what wsup read is consumed: the file reads on from the end
+      h:close()
+    end)
+
+    it("reads a stdin or descriptor the shell has partly read from where it was left", function()
+      local f = cli.tmp()
+      cli.spit(f, "skipped\nkept 1\nkept 2\n")
+      local s = cli.script([[
+local wsup = require "wsup"
+wsup.lines(tonumber(arg[1]) or io.stdin, function(line) io.stdout:write(tostring(line), "\n") end)
+]])
+      local r = cli.run("sh -c 'read -r _; " .. WSUP .. " " .. s .. "' <" .. f, { stdin = false })
+      assert.equal(0, r.rc, r.err)
+      assert.equal("kept 1\nkept 2\nnil\n", r.out)
+      r = cli.run("sh -c 'read -r _ <&3; " .. WSUP .. " " .. s .. " 3' 3<" .. f)
+      assert.equal(0, r.rc, r.err)
+      assert.equal("kept 1\nkept 2\nnil\n", r.out)
     end)
 
     it("an error in fn is reported with its message, and the following lines still arrive", function()
@@ -217,6 +254,36 @@ wsup.lines(io.stdin, function(line) io.stdout:write(tostring(line), "\n") end)
 
     after_each(function()
       os.execute("rm -rf " .. dir)
+    end)
+
+    it("watches a file by a path longer than 512 bytes", function()
+      local d = dir
+      for i = 1, 3 do
+        d = d .. "/" .. (tostring(i)):rep(200)
+        assert(os.execute("mkdir " .. d))
+      end
+      local f = d .. "/status.json"
+      assert.is_true(#f > 600)
+      cli.spit(f, "{}")
+      local calls = {}
+      keep(assert(wsup.watch(f, function(p) calls[#calls + 1] = p end, { debounce_ms = 20 })))
+      wsup.run(30)
+      cli.spit(f, '{"n":1}')
+      assert.is_true(run_until(function() return #calls >= 1 end, 2000))
+      assert.same({ f }, calls)
+    end)
+
+    it("returns nil and a message for a path too long to exist", function()
+      local h, err = wsup.watch(dir .. "/" .. ("d/"):rep(3000) .. "x", function() end)
+      assert.is_nil(h)
+      assert.matches("too long", err)
+    end)
+
+    it("raises for a debounce_ms that is not a non-negative number, naming it", function()
+      for _, bad in ipairs { -1, "10" } do
+        assert.has_error(function() wsup.watch(dir, function() end, { debounce_ms = bad }) end,
+          "wsup.watch: debounce_ms must be a non-negative number of ms")
+      end
     end)
 
     it("calls fn(path) once for a burst of writes (debounced), and again for a later change", function()

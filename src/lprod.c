@@ -6,6 +6,7 @@
  * when the Lua side is collected first. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,8 +61,8 @@ struct lw_prod {
   /* signal */
   int signum, pending_signals;
   int64_t debounce_ms;
-  char name[512];    /* the path, for watch */
-  char base[256];    /* watch: the file's name in its directory; "" to watch a directory */
+  char name[PATH_MAX]; /* the path, for watch */
+  char base[NAME_MAX + 1]; /* watch: the file's name in its directory; "" to watch a directory */
 };
 
 static void io_closed(uv_handle_t *h) {
@@ -266,6 +267,7 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
     if (!s || !s->f) luaL_argerror(L, 1, "expected io.stdin or another file, a descriptor or a path");
     if (!s->closef) luaL_argerror(L, 1, "the file is closed");
     p->fd = fileno(s->f);
+    fseek(s->f, 0, SEEK_CUR); /* gives back stdio's read-ahead: the descriptor is then where the script is */
   }
   if (!(io = p->io = calloc(1, sizeof *io))) return "wsup.lines: out of memory";
   io->p = p;
@@ -273,6 +275,7 @@ static const char *open_lines(lua_State *L, lw_prod *p) {
   if (S_ISDIR(sb.st_mode)) return "wsup.lines: cannot read a directory";
   if (S_ISREG(sb.st_mode) || S_ISBLK(sb.st_mode)) {
     p->is_file = 1; /* regular files never block: read them through libuv's thread pool */
+    if (!p->own_fd) p->offset = -1; /* a borrowed one from where it is, moving it on as we read */
   } else if (uv_guess_handle(p->fd) == UV_TTY) {
     if (uv_tty_init(uv, &io->u.tty, p->fd, 1) != 0) return "wsup.lines: cannot read the terminal";
     io->has_handle = 1;
@@ -393,7 +396,11 @@ static int l_lines(lua_State *L) {
   p->max_line = MAX_LINE_DEFAULT;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "max_line");
-    if (!lua_isnil(L, -1)) p->max_line = (size_t)luaL_checkinteger(L, -1);
+    if (!lua_isnil(L, -1)) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+        return luaL_error(L, "wsup.lines: max_line must be a positive integer");
+      p->max_line = (size_t)lua_tointeger(L, -1);
+    }
     lua_pop(L, 1);
   }
   snprintf(p->name, sizeof p->name, "lines");
@@ -414,21 +421,30 @@ static int l_lines(lua_State *L) {
 static int l_watch(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   lw_prod *p = newprod(L, P_WATCH, 2);
-  char dir[512];
+  char dir[PATH_MAX];
+  const char *slash = strrchr(path, '/');
   struct stat sb;
   pio *io;
   int rc;
   p->debounce_ms = 50;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "debounce_ms");
-    if (!lua_isnil(L, -1)) p->debounce_ms = lw_checkms(L, -1);
+    if (!lua_isnil(L, -1)) {
+      lua_Number ms = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+      if (!(ms >= 0)) return luaL_error(L, "wsup.watch: debounce_ms must be a non-negative number of ms");
+      p->debounce_ms = ms > (lua_Number)LW_MS_MAX ? LW_MS_MAX : (int64_t)ms;
+    }
     lua_pop(L, 1);
+  }
+  if (strlen(path) >= sizeof p->name || strlen(slash ? slash + 1 : path) >= sizeof p->base) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "wsup.watch: %s: %s", path, strerror(ENAMETOOLONG));
+    return 2;
   }
   snprintf(p->name, sizeof p->name, "%s", path);
   if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
     snprintf(dir, sizeof dir, "%s", path);
   } else {
-    const char *slash = strrchr(path, '/');
     snprintf(p->base, sizeof p->base, "%s", slash ? slash + 1 : path);
     snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1, slash ? path : ".");
   }
