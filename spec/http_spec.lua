@@ -292,6 +292,13 @@ describe("wsup.http.request", function()
     assert.equals(0, rcv:stats().requests)
   end)
 
+  it("raises for an insecure that is not a boolean, as the uploader does", function()
+    assert.has_error(function() wsup.http.request { url = rcv.url .. "/worker/m", insecure = "yes" } end,
+      "wsup.http.request: 'insecure' must be a boolean")
+    assert.has_error(function() wsup.uploader { url = rcv.url .. "/worker/m", insecure = "yes" } end,
+      "wsup.uploader: option 'insecure' must be a boolean")
+  end)
+
   it("raises for max_body 0 (a limit must be at least one byte), and a limit of 1 holds", function()
     assert.has_error(function() wsup.http.request { url = rcv.url .. "/worker/m", max_body = 0 } end,
       "wsup.http.request: 'max_body' must be a positive integer")

@@ -221,7 +221,8 @@ static int l_request(lua_State *L) {
   r.connect_timeout_ms = opt_long(L, "connect_timeout_ms", 10000);
   r.max_body = (size_t)opt_long(L, "max_body", 1 << 20);
   if (!r.max_body) return luaL_error(L, "wsup.http.request: 'max_body' must be a positive integer");
-  lua_getfield(L, 1, "insecure");
+  if (lua_getfield(L, 1, "insecure") != LUA_TNIL && !lua_isboolean(L, -1))
+    return luaL_error(L, "wsup.http.request: 'insecure' must be a boolean");
   r.insecure = lua_toboolean(L, -1);
   r.ca_file = opt_str(L, "ca_file", NULL);
   hidx = lua_gettop(L) + 1;
