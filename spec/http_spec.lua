@@ -312,7 +312,10 @@ describe("wsup.http.request", function()
   it("rejects CR or LF in a header", function()
     assert.has_error(function()
       wsup.http.request { url = rcv.url, headers = { ["X-Evil"] = "a\r\nInjected: 1" } }
-    end)
+    end, 'wsup.http.request: header "X-Evil": CR, LF or a control character in its value')
+    assert.has_error(function()
+      wsup.http.request { url = rcv.url, headers = { ["X-Evil"] = "a\nb" } }
+    end, 'wsup.http.request: header "X-Evil": CR, LF or a control character in its value')
   end)
 
   it("refuses to run on the virtual clock", function()

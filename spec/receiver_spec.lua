@@ -483,13 +483,6 @@ describe("wsup serve", function()
     assert.equal(0, stop(s, "TERM"))
   end)
 
-  it("--host is the address it binds: one this machine does not have fails (exit 1), naming it", function()
-    -- 192.0.2.1 is for documentation (RFC 5737): bind() refuses it locally; nothing is sent.
-    local rc, err = serve_fails("--host 192.0.2.1 --port 0")
-    assert.equal(1, rc, err)
-    assert.truthy(err:find("192.0.2.1", 1, true), err)
-  end)
-
   it("exits 2 with usage on stderr for bad arguments", function()
     for _, args in ipairs { "--bogus 1", "--bogus", "--port", "--port nope", "--port 65536", "--port -1",
                             "--host localhost", "--max-body 0", "--max-body -5", "extra" } do
@@ -507,10 +500,13 @@ describe("wsup serve", function()
     assert.truthy(out:find("rc=0\n", 1, true), out)
   end)
 
-  it("exits 1 with a message when the port is in use", function()
+  it("exits 1 with a message naming the address when the port is in use", function()
+    -- (A bind failure by an address the machine lacks would need an address other than
+    -- 127.0.0.1, which the specs never use.)
     local r <close> = assert(wsup.receiver())
-    local rc, err = serve_fails("--port " .. r.port)
+    local rc, err = serve_fails("--host 127.0.0.1 --port " .. r.port)
     assert.equal(1, rc)
     assert.truthy(err:find("in use", 1, true), err)
+    assert.truthy(err:find("127.0.0.1 port " .. r.port, 1, true), err)
   end)
 end)

@@ -606,10 +606,12 @@ static void test_resolver_sockets(void **state) {
   env e; env_init(&e);
   got *g = calloc(8, sizeof *g);
   char host[64] = "localhost", u[160];
-  struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-  if (gethostname(host, sizeof host) != 0 || getaddrinfo(host, NULL, &hints, &ai) != 0 ||
-      ((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
-    snprintf(host, sizeof host, "localhost");
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+  int loopback = gethostname(host, sizeof host) == 0 && getaddrinfo(host, NULL, &hints, &ai) == 0;
+  for (struct addrinfo *a = ai; loopback && a; a = a->ai_next) /* curl may try any of them: all must be loopback */
+    loopback = a->ai_family == AF_INET ? ((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK)
+             : a->ai_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
+  if (!loopback) snprintf(host, sizeof host, "localhost");
   if (ai) freeaddrinfo(ai);
   for (int round = 0; round < 3; round++) {
     snprintf(u, sizeof u, "http://%s:%d%s", round == 1 ? "localhost" : host, s->port, round ? "/echo" : "/close");
