@@ -64,6 +64,25 @@ describe("loop", function()
       assert.equals(150, fired_at)
     end)
 
+    it("restarted from inside a timer or task, keeps the other deadlines' distance (none fires early)", function()
+      local b_at, woke_at
+      keep(wsup.after(1000, function() wsup.clock("virtual") end))
+      keep(wsup.after(1500, function() b_at = wsup.now() end))
+      wsup.spawn(function() wsup.sleep(1400); woke_at = wsup.now() end)
+      wsup.run()
+      assert.equals(500, b_at)
+      assert.equals(400, woke_at)
+    end)
+
+    it("restarted inside run(ms), moves run's end along with it", function()
+      local after_reset
+      keep(wsup.after(300, function() wsup.clock("virtual") end))
+      keep(wsup.every(100, function() after_reset = wsup.now() end))
+      wsup.run(1050) -- 300 ms before the restart, so 750 after it
+      assert.equals(750, wsup.now())
+      assert.equals(700, after_reset)
+    end)
+
     it("rejects an unknown mode", function()
       assert.has_error(function() wsup.clock("fast") end)
       assert.equals("virtual", wsup.clock())
@@ -228,6 +247,15 @@ describe("loop", function()
       assert.equals(10, ticks)
       wsup.run(1020) -- ends past 2000 whether run(1050) left now() at 1000 or 1050
       assert.equals(20, ticks)
+    end)
+
+    it("with ms, jumps to its end when only a producer is active (no timer to jump to)", function()
+      local sig = keep(wsup.signal("usr2", function() end))
+      assert.is_true(wsup.run(100))
+      assert.equals(100, wsup.now())
+      assert.is_true(wsup.run(50))
+      assert.equals(150, wsup.now())
+      sig:stop()
     end)
 
     it("waits for a sleeping task", function()

@@ -57,4 +57,23 @@ describe("loop fairness", function()
     assert.is_false(starved, "the request was starved by a busy task")
     assert.truthy(answered_at)
   end)
+
+  it("a due timer fires while tasks keep the loop busy with next-turn work (enqueue and flush in a loop)", function()
+    local fired_after, t0 = nil, wsup.now()
+    local up = wsup.uploader { send = function() return true end }
+    local timer = wsup.after(50, function() fired_after = wsup.now() - t0 end)
+    local rounds = 0
+    wsup.spawn(function()
+      while not fired_after and wsup.now() - t0 < 3000 do
+        up:enqueue { round = rounds }
+        up:flush()
+        rounds = rounds + 1
+      end
+    end)
+    wsup.run(5000)
+    timer:stop()
+    up:close()
+    assert.truthy(fired_after, "the timer never fired")
+    assert.is_true(fired_after < 1000, ("the 50 ms timer fired after %d ms (%d rounds)"):format(fired_after, rounds))
+  end)
 end)

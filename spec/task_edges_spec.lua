@@ -18,6 +18,18 @@ describe("an error object whose __tostring fails", function()
     assert.matches("error object is a table value", r.err)
   end)
 
+  it("a task's error that is already a string is reported as it is, even with the C stack nearly full", function()
+    -- Tasks spawning tasks until Lua's C stack overflows: converting the message must not
+    -- need another C call, which would fail and hide it.
+    local r = cli.run(WSUP .. " " .. cli.script([[
+local wsup = require "wsup"
+local function f(n) if n < 1000 then wsup.spawn(f, n + 1) end end
+wsup.spawn(f, 0)
+]]))
+    assert.matches("task error: [^\n]*stack overflow", r.err)
+    assert.is_nil(r.err:find("error object is a", 1, true), r.err)
+  end)
+
   it("in a task and in a send: is reported, the uploader retries, the script goes on", function()
     local r = cli.run(WSUP .. " " .. cli.script(([[
 local wsup = require "wsup"

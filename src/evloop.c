@@ -89,6 +89,7 @@ int wl_set_virtual(wl_loop *l, int on) {
     /* Virtual again: time restarts at 0 and pending deadlines keep their distance, so
      * a test's setup may reset the clock even if an earlier test left work behind. */
     for (size_t i = 0; i < l->n; i++) l->heap[i]->due -= l->vnow;
+    l->rebased += l->vnow;
     l->vnow = 0;
     return 0;
   }
@@ -186,11 +187,14 @@ static void run_jobs(wl_loop *l) {
   }
 }
 
-/* Fires timers due by now that were started before this turn began. */
-static void fire_due(wl_loop *l, int64_t now) {
-  uint64_t limit = l->seq;
-  while (l->n && l->heap[0]->due <= now && l->heap[0]->seq < limit) {
+/* Fires timers due by now that were started before this turn began (seq below limit). */
+static void fire_due(wl_loop *l, int64_t now, uint64_t limit) {
+  int64_t rebased = l->rebased;
+  while (l->n && l->heap[0]->seq < limit) {
     wl_timer *t = l->heap[0];
+    now -= l->rebased - rebased; /* a callback restarted virtual time: "now" went back with the deadlines */
+    rebased = l->rebased;
+    if (t->due > now) break;
     wl_timer_stop(l, t);
     t->fn(t->ud);
   }
@@ -216,7 +220,13 @@ static int wait_turn(wl_loop *l, int64_t now, int64_t deadline) {
       return 1;
     }
     if (!uv_loop_alive(&l->uv)) return 0;
-    run_uv(l, UV_RUN_ONCE); /* only I/O can make progress */
+    /* Only I/O can make progress. A request (a file read) completes by itself: wait for it.
+     * Handles alone (a signal, a pipe) may never fire: time jumps to the caller's deadline. */
+    if (deadline >= 0 && !l->uv.active_reqs.count) {
+      l->vnow = deadline;
+      return 1;
+    }
+    run_uv(l, UV_RUN_ONCE);
     return 1;
   }
   if (!l->n && !uv_loop_alive(&l->uv)) return 0;
@@ -228,9 +238,12 @@ static int wait_turn(wl_loop *l, int64_t now, int64_t deadline) {
 
 int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
   int r = 0;
+  int64_t rebased = l->rebased;
   l->running++;
   for (;;) {
     int64_t now;
+    if (deadline >= 0) deadline -= l->rebased - rebased; /* virtual time restarted meanwhile */
+    rebased = l->rebased;
     if (done && done(ud)) {
       r = 1;
       break;
@@ -249,8 +262,11 @@ int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
         l->busy_turns = 0;
         run_uv(l, UV_RUN_NOWAIT);
       }
+      /* Timers due now fire in a turn that also ran jobs: a stream of next-turn work
+       * (a task that enqueues and flushes in a loop) must not keep them waiting. */
+      uint64_t limit = l->seq; /* timers that the turn's jobs start wait for a later turn */
       if (l->head) run_jobs(l);
-      else fire_due(l, now);
+      if (l->n && l->heap[0]->due <= now) fire_due(l, now, limit);
     } else {
       l->busy_turns = 0;
       if (!wait_turn(l, now, deadline)) break;

@@ -31,6 +31,8 @@ typedef struct wl_loop {
   uv_timer_t wake;      /* real mode: ends uv_run at the earliest deadline */
   int virt;             /* 1 when the clock is virtual */
   int64_t vnow;         /* virtual now, ms */
+  int64_t rebased;      /* ms that restarts of virtual time took back, in all: deadlines held
+                         * across a callback move back by what this grew */
   uint64_t origin;      /* uv_now() at creation: real time starts near 0 */
   wl_timer **heap;      /* owned array of borrowed timers */
   size_t n, cap;

@@ -69,6 +69,10 @@ static int tostring_p(lua_State *L) {
 /* Pushes the error object on top as a string: its __tostring runs under pcall, since a failing
  * one must not raise here, in a loop callback. */
 static const char *error_string(lua_State *L) {
+  if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) { /* no call: the C stack may be full */
+    lua_pushvalue(L, -1);
+    return lua_tostring(L, -1);
+  }
   lua_pushcfunction(L, tostring_p);
   lua_pushvalue(L, -2);
   if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);

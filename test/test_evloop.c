@@ -361,10 +361,13 @@ static void test_zero_delay_timer_started_in_callback_fires_on_a_later_turn(void
   wl_timer_start(&L, &again, 0, again_cb, NULL);
   assert_int_equal(wl_run(&L, -1, twenty, NULL), 1);
   assert_int_equal(wl_now(&L), 0); /* virtual time never moved: always something runnable */
-  /* Timer and the job it defers alternate; each firing is in a turn of its own. */
+  /* Timer and the job it defers alternate. The job runs on a turn after the firing that
+   * queued it, and each firing on a turn after the one that restarted the timer (a turn may
+   * run a job and then fire a timer that was due before it began). */
   for (i = 0; i < R.n; i++) assert_int_equal(R.id[i], i % 2 == 0 ? 1 : 2);
   for (i = 1; i < R.n; i++)
-    if (R.turn[i] <= R.turn[i - 1]) fail_msg("callbacks %d and %d ran in the same turn %d", i - 1, i, R.turn[i]);
+    if (R.turn[i] <= R.turn[i - (R.id[i] == 2 ? 1 : 2)])
+      fail_msg("callback %d ran in the turn (%d) of the one that started it", i, R.turn[i]);
   wl_timer_stop(&L, &again);
   wl_cancel(&L, &again_job);
 }
