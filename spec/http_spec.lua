@@ -574,12 +574,14 @@ assert(res == nil and code == "tls", tostring(msg))
   it("sends a header whose value is empty as an empty header, in place of a default of that name", function()
     assert(nginx, why)
     local got = header_block_of(wsup.http.request { url = nginx.url .. "/headers",
-                                                    headers = { ["X-Empty"] = "", Accept = "" } })
+      headers = { ["X-Empty"] = "", ["X-Space"] = " ", ["X-Tab"] = "\t", Accept = " " } })
     assert.matches("\r\nX%-Empty:[ ]*\r\n", got)
+    assert.matches("\r\nX%-Space:[ ]*\r\n", got) -- blank is empty: HTTP trims the value
+    assert.matches("\r\nX%-Tab:[ ]*\r\n", got)
     assert.matches("\r\nAccept:[ ]*\r\n", got)
     assert.not_matches("%*/%*", got) -- libcurl's default Accept is replaced, not added
     local blocks = {}
-    for _, headers in ipairs { { ["X-Empty"] = "", ["Content-Type"] = "" },
+    for _, headers in ipairs { { ["X-Empty"] = "", ["Content-Type"] = "" }, { ["X-Empty"] = " ", ["Content-Type"] = "\t " },
                                function() return { ["X-Empty"] = "", ["Content-Type"] = "" } end } do
       local up = wsup.uploader { url = nginx.url .. "/headers", headers = headers,
                                  classify = function(res) blocks[#blocks + 1] = "\r\n" .. res.body; return "ok" end }
@@ -587,7 +589,7 @@ assert(res == nil and code == "tls", tostring(msg))
       assert.is_true(up:flush(5000))
       up:close()
     end
-    assert.equals(2, #blocks)
+    assert.equals(3, #blocks)
     for _, block in ipairs(blocks) do
       assert.matches("\r\nX%-Empty:[ ]*\r\n", block)
       assert.matches("\r\nContent%-Type:[ ]*\r\n", block) -- the caller's, empty: it replaces application/json

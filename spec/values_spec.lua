@@ -374,6 +374,9 @@ io.write(json)
       assert.matches("^external_metadata%.éé.*%.%.%.: cannot encode a function$", m)
       assert.equals("k\\x0a: cannot encode a function", message { ["k\n"] = print })
       assert.equals("k\\xff\\xfe: key is not valid UTF-8", message { ["k\xff\xfe"] = 1 })
+      -- C1 controls (NEL is a line break to some tools) and the Unicode line separators too
+      assert.equals("k\\xc2\\x85x\\xe2\\x80\\xa8: cannot encode a function", message { ["k\u{85}x\u{2028}"] = print })
+      assert.equals("é\\xc2\\x9b: cannot encode a function", message { ["é\u{9b}"] = print })
       assert.is_nil(up:pending())
     end)
 

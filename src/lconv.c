@@ -111,21 +111,25 @@ static inline const char *key_problem(const unsigned char *s, size_t n) {
 #define KEY_SHOWN 64 /* bytes of one key shown in a message's path, then "..." */
 
 /* Writes key k[0..n) for a message's path into b (room for KEY_SHOWN + 3 bytes): control
- * characters, and the high bytes of a key that is not UTF-8, as \xNN, so that the
- * message is one line of valid UTF-8. Returns the bytes written. */
+ * characters (C0, DEL, C1), line separators, and the high bytes of a key that is not UTF-8,
+ * as \xNN, so that the message is one line of valid UTF-8. Returns the bytes written. */
 static size_t show_key(char *b, const char *k, size_t n) {
   const unsigned char *s = (const unsigned char *)k;
   int utf8 = utf8_check(s, n);
   size_t at = 0;
   for (size_t i = 0; i < n;) {
     size_t len = utf8 && s[i] >= 0xc0 ? (s[i] >= 0xf0 ? 4 : s[i] >= 0xe0 ? 3 : 2) : 1;
-    int esc = s[i] < 0x20 || s[i] == 0x7f || (!utf8 && s[i] >= 0x80);
-    if (at + (esc ? 4 : len) > KEY_SHOWN) {
+    int esc = s[i] < 0x20 || s[i] == 0x7f || (!utf8 && s[i] >= 0x80) ||
+              (s[i] == 0xc2 && s[i + 1] < 0xa0) || /* C1 controls (NEL breaks lines for some tools) */
+              (s[i] == 0xe2 && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)); /* U+2028, U+2029 */
+    if (at + (esc ? 4 * len : len) > KEY_SHOWN) {
       memcpy(b + at, "...", 3);
       return at + 3;
     }
-    if (esc) at += (size_t)snprintf(b + at, 5, "\\x%02x", s[i]);
-    else memcpy(b + at, s + i, len), at += len;
+    if (esc)
+      for (size_t j = 0; j < len; j++) at += (size_t)snprintf(b + at, 5, "\\x%02x", s[i + j]);
+    else
+      memcpy(b + at, s + i, len), at += len;
     i += len;
   }
   return at;

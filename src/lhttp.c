@@ -175,8 +175,8 @@ static const char *opt_str(lua_State *L, const char *name, const char *def) {
 }
 
 /* Turns a {name = value} table at idx into "Name: value" lines kept on the stack (up to
- * max of them: the stack is grown first, a task's may be small). An empty value is sent
- * as "Name;", libcurl's form for an empty header ("Name:" would remove the header). */
+ * max of them: the stack is grown first, a task's may be small). An empty or blank value is
+ * sent as "Name;", libcurl's form for an empty header ("Name:" would remove the header). */
 int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const char *who) {
   int n = 0;
   idx = lua_absindex(L, idx);
@@ -192,7 +192,9 @@ int lw_header_lines(lua_State *L, int idx, const char **lines, int max, const ch
     const char *v = lua_tolstring(L, -1, &vn); /* before vn is read: argument order is unspecified */
     if (!http_is_field_value(v, vn))
       luaL_error(L, "%s: header \"%s\": CR, LF or a control character in its value", who, k);
-    lines[n++] = vn ? lua_pushfstring(L, "%s: %s", k, v) : lua_pushfstring(L, "%s;", k);
+    size_t blank = 0; /* a value of only spaces and tabs is empty too (HTTP trims them), and curl drops "Name: " */
+    while (blank < vn && (v[blank] == ' ' || v[blank] == '\t')) blank++;
+    lines[n++] = blank < vn ? lua_pushfstring(L, "%s: %s", k, v) : lua_pushfstring(L, "%s;", k);
     lua_insert(L, -3); /* keep the line below the key */
     lua_pop(L, 1);
   }
