@@ -32,7 +32,8 @@ describe("retry", function()
       assert.same({ 0, 100, 300, 700, 1500, 2500 }, times(sent))
     end)
 
-    it("reports next_attempt_at as loop time: now when queued, the retry's time in backoff, kept across a clock reset", function()
+    it("reports next_attempt_at as loop time: now when queued, the retry's in backoff, kept across a clock reset",
+      function()
       local up, sent = scripted({ base_delay_ms = 1000, jitter_ms = 0 }, always_fail)
       wsup.sleep(5000)
       up:enqueue({ worker_status = "idle" })

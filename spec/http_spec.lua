@@ -581,7 +581,8 @@ assert(res == nil and code == "tls", tostring(msg))
     assert.matches("\r\nAccept:[ ]*\r\n", got)
     assert.not_matches("%*/%*", got) -- libcurl's default Accept is replaced, not added
     local blocks = {}
-    for _, headers in ipairs { { ["X-Empty"] = "", ["Content-Type"] = "" }, { ["X-Empty"] = " ", ["Content-Type"] = "\t " },
+    for _, headers in ipairs { { ["X-Empty"] = "", ["Content-Type"] = "" },
+                               { ["X-Empty"] = " ", ["Content-Type"] = "\t " },
                                function() return { ["X-Empty"] = "", ["Content-Type"] = "" } end } do
       local up = wsup.uploader { url = nginx.url .. "/headers", headers = headers,
                                  classify = function(res) blocks[#blocks + 1] = "\r\n" .. res.body; return "ok" end }
@@ -602,7 +603,9 @@ assert(res == nil and code == "tls", tostring(msg))
     local many = {}
     for i = 1, 64 do many["X-H" .. i] = "v" .. i end
     local got
-    wsup.spawn(function() got = header_block_of(wsup.http.request { url = nginx.url .. "/headers", headers = many }) end)
+    wsup.spawn(function()
+      got = header_block_of(wsup.http.request { url = nginx.url .. "/headers", headers = many })
+    end)
     wsup.run(5000)
     for i = 1, 64 do assert.matches("\r\nX%-H" .. i .. ": v" .. i .. "\r\n", got) end
     many["X-H64"] = nil

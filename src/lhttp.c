@@ -165,11 +165,15 @@ static long opt_long(lua_State *L, const char *name, long def) {
 
 static const char *opt_str(lua_State *L, const char *name, const char *def) {
   const char *s = def;
-  size_t n;
   int t = lua_getfield(L, 1, name);
-  if (t != LUA_TNIL && t != LUA_TSTRING) luaL_error(L, "wsup.http.request: '%s' must be a string", name);
-  if (t == LUA_TSTRING && strlen(s = lua_tolstring(L, -1, &n)) != n) /* C would cut it there */
-    luaL_error(L, "wsup.http.request: '%s' contains a NUL byte", name);
+  if (t == LUA_TSTRING) {
+    size_t n;
+    const char *v = lua_tolstring(L, -1, &n);
+    if (strlen(v) != n) luaL_error(L, "wsup.http.request: '%s' contains a NUL byte", name); /* C would cut it there */
+    s = v;
+  } else if (t != LUA_TNIL) {
+    luaL_error(L, "wsup.http.request: '%s' must be a string", name);
+  }
   lua_pop(L, 1); /* the string stays alive in the options table */
   return s;
 }
