@@ -259,6 +259,26 @@ describe("wsup.receiver", function()
     assert.equal(200, (put(r.url .. "/worker", "{}")))
   end)
 
+  it("fail and chaos refuse 1xx statuses, which are never a final answer (the client would wait)", function()
+    for _, s in ipairs { 100, 101, 103, 199 } do
+      assert.has_error(function() r:fail(1, s) end, "bad argument #2 to 'fail' (status must be in 200..999)")
+      assert.has_error(function() r:chaos { fail = 1, statuses = { 503, s } } end,
+        "receiver:chaos: option 'statuses' must hold statuses in 200..999")
+    end
+    r:fail(1, 200)
+    r:chaos { fail = 0.5, statuses = { 204, 999 }, seed = 1 }
+    r:chaos(nil)
+  end)
+
+  it("keeps a path with %00 apart from the path it would be cut to", function()
+    assert.equal(200, (put(r.url .. "/worker/a", '{"who":"a"}')))
+    assert.equal(200, (put(r.url .. "/worker/a%00b", '{"who":"a%00b"}')))
+    assert.equal(200, (put(r.url .. "/worker/c%2Fd", '{"who":"c/d"}'))) -- other escapes still decode
+    assert.same({ who = "a" }, r:state("/worker/a"))
+    assert.same({ who = "a%00b" }, r:state("/worker/a%00b"))
+    assert.same({ who = "c/d" }, r:state("/worker/c/d"))
+  end)
+
   it("delay(ms) holds every response back that long, and delay(0) turns it off", function()
     r:delay(400)
     local status, _, _, secs = put(r.url .. "/worker", '{"a":1}')

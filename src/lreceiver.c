@@ -237,7 +237,7 @@ static int rv_fail(lua_State *L) {
   char retry[RV_RETRY_MAX + 1];
   const char *ra, *why;
   luaL_argcheck(L, n >= 0, 2, "count must be a non-negative integer");
-  luaL_argcheck(L, status >= 100 && status <= 999, 3, "status must be in 100..999");
+  luaL_argcheck(L, status >= 200 && status <= 999, 3, "status must be in 200..999");
   if ((why = retry_text(L, 4, retry, sizeof retry, &ra)) != NULL)
     luaL_argerror(L, 4, lua_pushfstring(L, "retry_after %s", why));
   rcv_fail(r, n > INT_MAX ? INT_MAX : (int)n, (int)status, ra);
@@ -299,8 +299,8 @@ static void opt_statuses(lua_State *L, rcv_chaos_opts *o, int *st) {
       lua_Integer s;
       lua_rawgeti(L, -1, i);
       s = lua_tointegerx(L, -1, &isint);
-      if (lua_type(L, -1) != LUA_TNUMBER || !isint || s < 100 || s > 999)
-        luaL_error(L, CHAOS_WHO ": option 'statuses' must hold statuses in 100..999");
+      if (lua_type(L, -1) != LUA_TNUMBER || !isint || s < 200 || s > 999)
+        luaL_error(L, CHAOS_WHO ": option 'statuses' must hold statuses in 200..999");
       st[i - 1] = (int)s;
       lua_pop(L, 1);
     }

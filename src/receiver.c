@@ -42,6 +42,7 @@ static const dl_fn mhd_fns[] = {MHD_FNS(MHD_ENTRY)};
 
 #define RCV_MAX_BODY (1024 * 1024)
 #define RCV_STATUSES 1000 /* MHD only sends status codes 100..999 */
+#define RCV_FINAL_MIN 200 /* injected faults are final answers: a 1xx would leave the client waiting */
 #define RCV_CONN_LIMIT 4096u
 #define RCV_TIMEOUT_S 300u
 
@@ -526,6 +527,30 @@ static rcv *start_failed(rcv *r, const char *why, char *err, size_t errlen) {
   return NULL;
 }
 
+static int hex_digit(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: %HH decoded in place, as libmicrohttpd does, except %00,
+ * which stays as it is: a path is a C string from here on, and a NUL would cut
+ * "/worker/a%00b" to "/worker/a", another path with its own state. */
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *conn, char *s) {
+  char *w = s;
+  (void)cls;
+  (void)conn;
+  for (const char *p = s; *p; p++) {
+    int hi, lo;
+    if (*p == '%' && (hi = hex_digit(p[1])) >= 0 && (lo = hex_digit(p[2])) >= 0 && (hi | lo)) {
+      *w++ = (char)(hi << 4 | lo);
+      p += 2;
+    } else {
+      *w++ = *p;
+    }
+  }
+  *w = '\0';
+  return (size_t)(w - s);
+}
+
 rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
   const rcv_opts none = {0};
   /* poll, not epoll: libmicrohttpd 0.9.75 on epoll misses a client's half-close (FIN). */
@@ -549,6 +574,7 @@ rcv *rcv_start(const rcv_opts *o, char *err, size_t errlen) {
                           MHD_OPTION_CONNECTION_LIMIT, RCV_CONN_LIMIT,
                           MHD_OPTION_CONNECTION_TIMEOUT, RCV_TIMEOUT_S,
                           MHD_OPTION_NOTIFY_COMPLETED, on_completed, r,
+                          MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL,
                           MHD_OPTION_END);
   if (!r->d) {
     stop_timer(r);
@@ -588,7 +614,7 @@ json_t *rcv_state(rcv *r, const char *path) {
 
 void rcv_fail(rcv *r, int n, int status, const char *retry_after) {
   pthread_mutex_lock(&r->mu);
-  r->fail_n = n > 0 && status >= 100 && status < RCV_STATUSES ? n : 0;
+  r->fail_n = n > 0 && status >= RCV_FINAL_MIN && status < RCV_STATUSES ? n : 0;
   r->fail_status = status;
   snprintf(r->fail_retry, sizeof r->fail_retry, "%s", retry_after ? retry_after : "");
   pthread_mutex_unlock(&r->mu);
@@ -617,7 +643,7 @@ static int chaos_from(const rcv_chaos_opts *o, struct chaos *c) {
     if ((unsigned char)*p < 0x20 || *p == 0x7f) return -1;
   memset(c, 0, sizeof *c);
   for (size_t i = 0; i < n; i++) {
-    if (st[i] < 100 || st[i] >= RCV_STATUSES) return -1;
+    if (st[i] < RCV_FINAL_MIN || st[i] >= RCV_STATUSES) return -1;
     c->statuses[i] = st[i];
   }
   c->on = true;

@@ -50,7 +50,7 @@ int rcv_port(const rcv *r);
  * path was never written. */
 json_t *rcv_state(rcv *r, const char *path);
 
-/* The next n PUTs to accepted paths answer status (100..999) without being applied,
+/* The next n PUTs to accepted paths answer status (200..999) without being applied,
  * with "Retry-After: retry_after" when non-NULL (copied; max 63 chars). n <= 0 disarms. */
 void rcv_fail(rcv *r, int n, int status, const char *retry_after);
 
@@ -72,7 +72,7 @@ void rcv_delay(rcv *r, int ms);
  * rcv_delay). Seeded, the sequence of outcomes is deterministic in request order. */
 typedef struct rcv_chaos_opts {
   double fail, drop, drop_after_apply, retry_after; /* probabilities in [0, 1] */
-  const int *statuses;           /* 100..999; NULL or n_statuses 0: {500, 503} */
+  const int *statuses;           /* 200..999; NULL or n_statuses 0: {500, 503} */
   size_t n_statuses;             /* at most RCV_CHAOS_STATUSES */
   const char *retry_after_value; /* copied, at most 63 chars, no control chars; NULL: "1" */
   int delay_min_ms, delay_max_ms;
