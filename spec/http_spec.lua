@@ -132,6 +132,30 @@ describe("HTTP sender against the embedded receiver", function()
     assert.is_true(wsup.now() - t0 < 2000)
   end)
 
+  it("classifies an answer by its status even when its body is over 1 MiB (classify sees the first MiB)", function()
+    -- The receiver answers each PUT with the whole state: 1.2 MB after the second.
+    local seen = {}
+    local up = uploader { url = rcv.url .. "/worker/big", base_delay_ms = 50, jitter_ms = 0,
+      classify = function(res)
+        seen[#seen + 1] = { status = res.status, len = res.body and #res.body, truncated = res.truncated }
+        return res.status == 200 and "ok" or "retry"
+      end }
+    up:enqueue { k1 = ("a"):rep(600000) }
+    assert.is_true(up:flush(5000))
+    up:enqueue { k2 = ("b"):rep(600000) }
+    assert.is_true(up:flush(5000))
+    local s = up:stats()
+    assert.equals(2, s.attempts)
+    assert.equals(2, s.delivered)
+    assert.equals(200, s.last_status)
+    assert.same({ status = 200, len = 1048576, truncated = true }, seen[2])
+    assert.is_nil(seen[1].truncated)
+    local plain = uploader { url = rcv.url .. "/worker/big" } -- the default classification too
+    plain:enqueue { k3 = 1 }
+    assert.is_true(plain:flush(5000))
+    assert.equals(1, plain:stats().attempts)
+  end)
+
   it("drops a payload answered 400, counts it and says why", function()
     rcv:fail(1, 400)
     local up = uploader { url = rcv.url .. "/worker/d", base_delay_ms = 10 }
@@ -226,6 +250,24 @@ describe("HTTP sender against the embedded receiver", function()
       assert.same({ worker_status = "busy", external_metadata = { seq = 3, w = i, big = i * 1000000000000 } },
                   rcv:state("/worker/" .. i))
     end
+  end)
+
+  it("rejects a url holding whitespace or a control character when the uploader is made, naming it", function()
+    for _, u in ipairs { "http://127.0.0.1:1/a b", "http://127.0.0.1:1/a\tb", "http://127.0.0.1:1/a\127" } do
+      assert.has_error(function() wsup.uploader { url = u } end,
+        "wsup.uploader: option 'url' contains whitespace or a control character")
+    end
+  end)
+
+  it("takes a positive duration under 1 ms as 1 ms, not as 0 (which means no limit)", function()
+    rcv:delay(1500)
+    local up = uploader { url = rcv.url .. "/worker/t", timeout_ms = 0.5, base_delay_ms = 60000 }
+    up:enqueue { a = 1 }
+    wsup.run(1000) -- with no limit, the answer would come at 1500 ms and the attempt be in flight still
+    assert.equals(1, up:stats().attempts)
+    assert.equals(1, up:stats().failures)
+    assert.matches("timeout", up:stats().last_error)
+    rcv:delay(0)
   end)
 
   it("rejects url and send together, and neither", function()

@@ -50,6 +50,8 @@ describe("uploader lifecycle", function()
       { "jitter_ms", true, "true" },
       { "merge_keys", "external_metadata", '"external_metadata" (not a list)' },
       { "merge_keys", { 1, 2 }, "{1, 2} (not strings)" },
+      { "merge_keys", { external_metadata = true }, "{external_metadata = true} (a set, not a list)" },
+      { "merge_keys", { "a", x = "b" }, '{"a", x = "b"} (a list with other keys)' },
       { "name", 42, "42 (a number)" },
       { "on_error", "print", '"print" (a string)' },
     }

@@ -86,6 +86,7 @@ struct http_xfer {
   http_done_fn done;
   void *ud;
   size_t max_body, n_hdr, hv_cap;
+  int truncate, truncated;          /* cut a body over max_body instead of failing (http_req.truncate_body) */
   int in_cb;
   const char *fail;                 /* our own reason for a write error */
   buf req, body, hdr;               /* hdr holds "name\0value\0" pairs */
@@ -244,6 +245,7 @@ static void finish(http_client *c, http_xfer *x, CURLcode rc) {
   r.headers = x->hv;
   r.body = x->body.len ? x->body.p : (char *)""; /* NUL-terminated by on_body; a pooled empty one holds stale bytes */
   r.body_len = x->body.len;
+  r.truncated = x->truncated;
   x->in_cb = 1;
   x->done(x->ud, &r);
   recycle(c, x);
@@ -352,10 +354,15 @@ static int curl_timer_cb(CURLM *m, long ms, void *ud) {
 static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
   http_xfer *x = ud;
   size_t len = sz * n;
-  if (len > x->max_body - x->body.len) { x->fail = "response body over limit"; return 0; }
-  if (buf_reserve(&x->body, len)) { x->fail = "out of memory"; return 0; }
-  memcpy(x->body.p + x->body.len, p, len);
-  x->body.len += len;
+  size_t keep = len;
+  if (len > x->max_body - x->body.len) {
+    if (!x->truncate) { x->fail = "response body over limit"; return 0; }
+    keep = x->max_body - x->body.len; /* the rest is read and dropped: the status still counts */
+    x->truncated = 1;
+  }
+  if (buf_reserve(&x->body, keep)) { x->fail = "out of memory"; return 0; }
+  memcpy(x->body.p + x->body.len, p, keep);
+  x->body.len += keep;
   x->body.p[x->body.len] = '\0';
   return len;
 }
@@ -506,6 +513,8 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   x->c = c; x->s = c->shards[r->shard].s; x->done = done; x->ud = ud; x->in_cb = 0; x->fail = NULL;
   x->n_hdr = 0; x->errbuf[0] = '\0';
   x->max_body = r->max_body ? r->max_body : BODY_DEFAULT;
+  x->truncate = r->truncate_body != 0;
+  x->truncated = 0;
   if (!x->configured) set_fixed(c, x);
 
   /* Every per-request option is set on every request, to its value or its default, so nothing

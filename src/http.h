@@ -22,6 +22,7 @@ typedef struct http_res {
   char *body;             /* NUL-terminated (never NULL); body_len excludes the NUL */
   size_t body_len;
   size_t bytes_sent;      /* request body bytes uploaded */
+  int truncated;          /* with http_req.truncate_body: the body went over max_body and was cut to it */
 } http_res;               /* owned by the xfer; valid only during the done callback */
 
 typedef void (*http_done_fn)(void *ud, const http_res *res);
@@ -37,6 +38,7 @@ typedef struct http_req {
                                         sets Content-Type */
   long timeout_ms, connect_timeout_ms; /* 0 = none (curl's 300 s default for connect) */
   size_t max_body;        /* response body limit; 0 = 1 MiB; over it: err != 0, errmsg "response body over limit" */
+  int truncate_body;      /* 1: over max_body, keep its first max_body bytes (res.truncated) instead of failing */
   long max_redirects;     /* 0 = do not follow redirects; n > 0 follows up to n (http/https only) */
   int insecure;           /* 1 disables TLS peer/host verification; default verifies */
   const char *ca_file;    /* CA certificates (PEM) to verify with instead of the system's; NULL: the system's */

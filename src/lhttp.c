@@ -53,6 +53,7 @@ void lw_hres_copy(lw_hres *h, const http_res *r) {
   size_t n = 0;
   h->status = r->status;
   h->err = r->err;
+  h->truncated = r->truncated;
   snprintf(h->errmsg, sizeof h->errmsg, "%s", r->errmsg ? r->errmsg : "");
   for (size_t i = 0; i < r->n_headers; i++) n += strlen(r->headers[i].name) + strlen(r->headers[i].value) + 2;
   if ((h->hdr = malloc(n ? n : 1)) != NULL) {
@@ -137,6 +138,10 @@ void lw_hres_push(lua_State *L, const lw_hres *h) {
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, h->body ? h->body : "", h->body_len);
   lua_setfield(L, -2, "body");
+  if (h->truncated) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "truncated");
+  }
 }
 
 static int hres_gc(lua_State *L) {

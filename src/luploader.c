@@ -144,6 +144,7 @@ int64_t lw_up_opt_ms(lua_State *L, const char *name, int64_t def) {
   if (t != LUA_TNUMBER || (v = lua_tonumber(L, -1)) < 0 || v != v)
     luaL_error(L, "wsup.uploader: option '%s' must be a non-negative number of ms", name);
   lua_pop(L, 1);
+  if (v > 0 && v < 1) return 1; /* not 0, which means "no limit" for the HTTP timeouts */
   return v > (lua_Number)LW_MS_MAX ? LW_MS_MAX : (int64_t)v;
 }
 
@@ -179,6 +180,12 @@ static lua_Integer check_keys(lua_State *L) {
     if (n > PS_MAX_KEYS) luaL_error(L, "wsup.uploader: option 'merge_keys' has more than %d keys", PS_MAX_KEYS);
     for (lua_Integer i = 1; i <= n; i++) {
       if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+        luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
+      lua_pop(L, 1);
+    }
+    lua_pushnil(L); /* nothing but 1..n: a set ({k = true}) would otherwise read as "no merge keys" */
+    while (lua_next(L, -2)) {
+      if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n)
         luaL_error(L, "wsup.uploader: option 'merge_keys' must be a list of strings");
       lua_pop(L, 1);
     }

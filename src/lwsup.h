@@ -138,10 +138,11 @@ typedef struct lw_hres {
   size_t hdr_len;
   char *body;        /* owned */
   size_t body_len;
+  int truncated;     /* the body is the first part of a longer one (http_res.truncated) */
 } lw_hres;
 void lw_hres_copy(lw_hres *h, const http_res *r);
 void lw_hres_clear(lw_hres *h);                 /* frees what h owns */
-void lw_hres_push(lua_State *L, const lw_hres *h); /* {status=, headers=, body=} or {error=, code=} */
+void lw_hres_push(lua_State *L, const lw_hres *h); /* {status=, headers=, body= [, truncated=true]} or {error=, code=} */
 const char *lw_hres_header(const lw_hres *h, const char *name); /* lower-case name; borrowed or NULL */
 const char *lw_hres_error(const lw_hres *h);
 

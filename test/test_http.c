@@ -122,6 +122,7 @@ typedef struct got {
   char errmsg[CURL_ERROR_SIZE];
   char *body;
   size_t body_len, bytes_sent, n;
+  int truncated;
   char name[MAXH][64], value[MAXH][256];
 } got;
 
@@ -136,6 +137,7 @@ static void on_done(void *ud, const http_res *r) {
   memcpy(g->body, r->body, r->body_len + 1);
   g->body_len = r->body_len;
   g->bytes_sent = r->bytes_sent;
+  g->truncated = r->truncated;
   g->n = r->n_headers < MAXH ? r->n_headers : MAXH;
   for (size_t i = 0; i < g->n; i++) {
     snprintf(g->name[i], sizeof g->name[i], "%s", r->headers[i].name);
@@ -313,6 +315,31 @@ static void test_body_limit(void **state) {
   assert_int_equal(g2.status, 200);
   assert_int_equal(g2.body_len, 100000);
   free(g1.body); free(g2.body);
+  env_done(&e);
+}
+
+/* truncate_body: a body over max_body is cut to it and the answer still counts; the handle,
+ * pooled, forgets the flag for the next request. */
+static void test_body_truncated(void **state) {
+  srv *s = *state;
+  env e; env_init(&e);
+  got g1 = {0}, g2 = {0}, g3 = {0};
+  start(&e, &(http_req){ .url = url(&e, s, "/big"), .max_body = 1000, .truncate_body = 1 }, &g1);
+  run(&e);
+  start(&e, &(http_req){ .url = e.url, .max_body = 100000, .truncate_body = 1 }, &g2);
+  run(&e);
+  start(&e, &(http_req){ .url = e.url, .max_body = 1000 }, &g3);
+  run(&e);
+  assert_int_equal(g1.err, 0);
+  assert_int_equal(g1.status, 200);
+  assert_int_equal(g1.body_len, 1000);
+  assert_true(g1.truncated);
+  assert_int_equal(g2.err, 0);
+  assert_int_equal(g2.body_len, 100000); /* exactly the limit: whole, not truncated */
+  assert_false(g2.truncated);
+  assert_int_not_equal(g3.err, 0);
+  assert_false(g3.truncated);
+  free(g1.body); free(g2.body); free(g3.body);
   env_done(&e);
 }
 
@@ -760,6 +787,7 @@ int main(void) {
     cmocka_unit_test(test_redirect_headers_reset),
     cmocka_unit_test(test_timeout),
     cmocka_unit_test(test_body_limit),
+    cmocka_unit_test(test_body_truncated),
     cmocka_unit_test(test_refused),
     cmocka_unit_test(test_rejects_bad_request),
     cmocka_unit_test(test_reentrancy),
