@@ -56,8 +56,12 @@ LUA_FILES := $(wildcard lua/wsup/*.lua)
 .PHONY: all deps test test-c test-lua run clean check-asan lint bench install uninstall
 all: $(B)/wsup $(B)/wsup_core.so
 
+# The entry points (test, run, bench, soak, lint, fuzz, check-asan) first install what they
+# need, then build in a new make: this one ran pkg-config when it read this file, before the
+# -dev packages were there, and on a new machine would link without them.
+SUBMAKE = $(MAKE) --no-print-directory
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh build test
 
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
@@ -80,7 +84,9 @@ $(B)/wsup: $(CORE_OBJ) $(BIND_OBJ) $(B)/obj/main.o scripts/host-exports.list
 $(B)/test_%: test/test_%.c $(CORE_OBJ) $(wildcard test/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(TESTLIBS) $(LDFLAGS)
 
-test: deps all $(TESTS)
+test:
+	@sh scripts/deps.sh build test
+	@$(SUBMAKE) all $(TESTS)
 	@sh scripts/test.sh
 
 test-c: all $(TESTS)
@@ -89,15 +95,23 @@ test-c: all $(TESTS)
 test-lua: all
 	@sh scripts/test.sh lua
 
-run: deps all
+run:
+	@sh scripts/deps.sh build
+	@$(SUBMAKE) all
 	$(B)/wsup examples/heartbeat.lua 5
 
 lint:
 	@# gcc and clang builds (-Werror) into build/lint-*, cppcheck, clang-tidy, luacheck: see scripts/lint.sh.
+	@sh scripts/deps.sh build lint
+	@$(SUBMAKE) lint-run
+.PHONY: lint-run
+lint-run:
 	@LINT_CPPFLAGS='$(CPPFLAGS)' sh scripts/lint.sh
 
 # Benchmarks beside the seed (../shared/peer): prints a table, writes bench/results.md and bench/enqueue.png.
-bench: all
+bench:
+	@sh scripts/deps.sh build bench
+	@$(SUBMAKE) all
 	@sh bench/run.sh
 
 # Fault soak, about 2-3 minutes on 2 cores (see soak/README.md): 200 uploaders x 5000
@@ -105,8 +119,10 @@ bench: all
 # ASan+UBSan+LSan, from a host built with check-asan's sanitizer flags in its own
 # directory. Prints a summary; exits non-zero if a pass condition fails.
 .PHONY: soak
-soak: all
-	@$(MAKE) --no-print-directory B=build/soak/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
+soak:
+	@sh scripts/deps.sh build test
+	@$(SUBMAKE) all
+	@$(SUBMAKE) B=build/soak/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" HOSTLIBS= build/soak/asan/wsup
 	@sh soak/run.sh
 
@@ -116,7 +132,7 @@ check-asan:
 	@# gcc's "undefined". scripts/asan_ubsan_log.c (linked in through LDFLAGS) makes
 	@# libubsan honour UBSAN_OPTIONS=log_path. The suite runs against build/asan: see
 	@# scripts/asan-env.sh.
-	$(MAKE) deps
+	@sh scripts/deps.sh build test
 	@mkdir -p build/asan
 	@if [ ! build/asan/ubsan_log.o -nt scripts/asan_ubsan_log.c ]; then set -x; \
 	  gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -fPIC -c -o build/asan/ubsan_log.o scripts/asan_ubsan_log.c && \
@@ -165,8 +181,11 @@ uninstall:
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= coalesce json fold receiver
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-.PHONY: fuzz
+.PHONY: fuzz fuzz-run
 fuzz:
-	@$(MAKE) --no-print-directory B=build/fuzz CC=clang OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)" \
+	@sh scripts/deps.sh build fuzz
+	@$(SUBMAKE) fuzz-run
+fuzz-run:
+	@$(SUBMAKE) B=build/fuzz CC=clang OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)" \
 	  $(CORE_SRC:src/%.c=build/fuzz/obj/%.o)
 	@CPPFLAGS='$(CPPFLAGS)' LIBS='$(LIBS)' FUZZ_SECONDS='$(FUZZ_SECONDS)' sh fuzz/run.sh $(FUZZ_TARGETS)

@@ -8,14 +8,8 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 [ -x "$WSUP" ] || { echo "bench: $WSUP is missing; run make first" >&2; exit 1; }
-if [ ! -x /usr/bin/time ] || ! command -v gnuplot >/dev/null 2>&1; then
-  log "installing what the bench needs (time, gnuplot-nox)"
-  sh scripts/deps.sh
-fi
-if ! command -v wrk >/dev/null 2>&1; then
-  log "installing wrk (the fleet's ceiling)"
-  WSUP_PKGS=wrk sh scripts/deps.sh || log "wrk could not be installed: the fleet ceiling will read n/a"
-fi
+# make bench installs these first; run directly, this script does it too.
+sh scripts/deps.sh bench || log "some bench tools could not be installed: their figures will read n/a"
 have_node || log "node or $PEER is missing: seed columns will read n/a"
 
 rm -f "$OUT"/*.log "$OUT"/*.env
