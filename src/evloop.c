@@ -115,7 +115,9 @@ void wl_timer_start(wl_loop *l, wl_timer *t, int64_t delay, wl_fn fn, void *ud) 
     l->heap = h;
     l->cap = cap;
   }
-  t->due = wl_now(l) + (delay > 0 ? delay : 0);
+  int64_t now = wl_now(l);
+  if (delay < 0) delay = 0;
+  t->due = delay > INT64_MAX - now ? INT64_MAX : now + delay; /* saturates: never due, not due at once */
   t->seq = l->seq++;
   t->fn = fn;
   t->ud = ud;
@@ -242,7 +244,7 @@ int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
   l->running++;
   for (;;) {
     int64_t now;
-    if (deadline >= 0) deadline -= l->rebased - rebased; /* virtual time restarted meanwhile */
+    if (deadline >= 0 && (deadline -= l->rebased - rebased) < 0) deadline = 0; /* virtual time restarted meanwhile */
     rebased = l->rebased;
     if (done && done(ud)) {
       r = 1;
@@ -266,6 +268,8 @@ int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
        * (a task that enqueues and flushes in a loop) must not keep them waiting. */
       uint64_t limit = l->seq; /* timers that the turn's jobs start wait for a later turn */
       if (l->head) run_jobs(l);
+      now -= l->rebased - rebased; /* a job restarted virtual time: "now" goes back with the deadlines */
+      rebased = l->rebased;
       if (l->n && l->heap[0]->due <= now) fire_due(l, now, limit);
     } else {
       l->busy_turns = 0;

@@ -127,7 +127,8 @@ int upl_enqueue(upl *u, ps_obj *patch) {
 
 int64_t upl_delay(const upl *u, unsigned failures, double unit) {
   double exp = ldexp((double)u->base_ms, failures > 1 ? (int)(failures > 64 ? 64 : failures - 1) : 0);
-  return (int64_t)fmin(exp, (double)u->max_ms) + (int64_t)(unit * (double)u->jitter_ms);
+  double d = floor(fmin(exp, (double)u->max_ms)) + floor(unit * (double)u->jitter_ms);
+  return d >= 0x1p63 ? INT64_MAX : (int64_t)d; /* saturates: settings near INT64_MAX are "never" */
 }
 
 void upl_done(upl *u, upl_result r, int64_t retry_after_ms, const char *error) {

@@ -835,6 +835,65 @@ static void test_close_of_a_loop_that_ran_jobs_and_timers(void **state) {
   /* teardown closes with 50 timers still linked: the heap array is freed (valgrind) */
 }
 
+/* ---- restarts of virtual time from a job ------------------------------------- */
+
+static wl_timer restart_t;
+static wl_job restart_job;
+static void restart_cb(void *ud) {
+  (void)ud;
+  assert_int_equal(wl_set_virtual(&L, 1), 0);
+}
+
+/* A job that restarts virtual time moves the turn's "now" back with every deadline: a
+ * timer 500 ms away still fires 500 ms after the restart. */
+static void test_restart_in_a_job_keeps_timer_distances(void **state) {
+  (void)state;
+  wl_timer_start(&L, &restart_t, 1000, note_cb, ID(0)); /* moves time to 1000 */
+  assert_int_equal(wl_run(&L, -1, NULL, NULL), 0);
+  wl_timer t;
+  memset(&t, 0, sizeof t);
+  wl_timer_start(&L, &t, 500, note_cb, ID(1));
+  wl_defer(&L, &restart_job, restart_cb, NULL);
+  assert_int_equal(wl_run(&L, -1, NULL, NULL), 0);
+  const int want[] = {0, 1};
+  assert_ids(want, 2);
+  assert_int_equal(R.at[1], 500);
+}
+
+static wl_timer far_t;
+static void nested_then_restart_cb(void *ud) {
+  (void)ud;
+  wl_run(&L, wl_now(&L) + 500, NULL, NULL); /* virtual time reaches 500 */
+  assert_int_equal(wl_set_virtual(&L, 1), 0);
+}
+
+/* A run whose deadline a restart has put in the past returns at once, not at the next
+ * timer (a negative deadline would read as none). */
+static void test_restart_past_a_run_deadline_ends_the_run(void **state) {
+  (void)state;
+  wl_timer_start(&L, &far_t, 10000, note_cb, ID(9));
+  wl_defer(&L, &restart_job, nested_then_restart_cb, NULL);
+  assert_int_equal(wl_run(&L, 100, NULL, NULL), 0);
+  assert_int_equal(R.n, 0);     /* the far timer did not fire */
+  assert_true(wl_now(&L) <= 100);
+  wl_timer_stop(&L, &far_t);
+}
+
+/* A delay near INT64_MAX saturates: the timer is never due, not due at once. */
+static void test_huge_delay_saturates(void **state) {
+  (void)state;
+  wl_timer t;
+  memset(&t, 0, sizeof t);
+  wl_timer_start(&L, &restart_t, 5, note_cb, ID(0));
+  assert_int_equal(wl_run(&L, -1, NULL, NULL), 0);
+  wl_timer_start(&L, &t, INT64_MAX, note_cb, ID(1));
+  assert_int_equal(t.due, INT64_MAX);
+  assert_int_equal(wl_run(&L, 1000, NULL, NULL), 0);
+  const int want[] = {0};
+  assert_ids(want, 1);
+  wl_timer_stop(&L, &t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_timers_fire_in_deadline_order, setup_virtual, teardown),
@@ -873,6 +932,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_set_virtual_refuses_a_mode_change_while_timers_or_jobs_are_active, setup_virtual, teardown),
       cmocka_unit_test_setup_teardown(test_random_is_in_unit_interval_and_roughly_uniform, setup_virtual, teardown),
       cmocka_unit_test_setup_teardown(test_random_is_reproducible_with_seed, setup_virtual, teardown),
+      cmocka_unit_test_setup_teardown(test_restart_in_a_job_keeps_timer_distances, setup_virtual, teardown),
+      cmocka_unit_test_setup_teardown(test_restart_past_a_run_deadline_ends_the_run, setup_virtual, teardown),
+      cmocka_unit_test_setup_teardown(test_huge_delay_saturates, setup_virtual, teardown),
       cmocka_unit_test_setup_teardown(test_real_clock_timer_fires_after_its_delay, setup_real, teardown),
       cmocka_unit_test_setup_teardown(test_real_clock_run_deadline_returns_0, setup_real, teardown),
       cmocka_unit_test_setup_teardown(test_close_after_handles_runs_pending_close_callbacks_and_closes_leftovers,

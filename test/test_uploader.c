@@ -688,6 +688,13 @@ static void test_delay_handles_huge_failure_counts_without_overflow(void **state
   assert_true(upl_delay(&U, UINT_MAX, 0.999999) < 2000000000000000LL);
   U.base_ms = 1000000000000000LL;
   assert_int_equal(upl_delay(&U, 10000, 0.0), 1000000000000000LL);
+  /* beyond what Lua passes (the C API takes any int64): saturates instead of overflowing */
+  U.base_ms = 1000;
+  U.max_ms = INT64_MAX;
+  U.jitter_ms = INT64_MAX / 2;
+  assert_int_equal(upl_delay(&U, 64, 0.0), INT64_MAX);
+  U.max_ms = INT64_MAX / 4 * 3;
+  assert_int_equal(upl_delay(&U, 64, 0.999), INT64_MAX);
 }
 
 static void test_ten_thousand_failures_in_a_row_still_wait_max(void **state) {
