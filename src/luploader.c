@@ -467,7 +467,7 @@ static const char *undelivered_why(const lw_up *w) {
   if (upl_idle(&w->u) && !w->u.lost) return NULL;
   if (w->u.last_error && w->u.st.consecutive_failures) return w->u.last_error; /* not an old, recovered one */
   if (w->u.closed) return w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
-  return "not delivered before the drain deadline";
+  return w->c->interrupted ? "interrupted by a second signal" : "not delivered before the drain deadline";
 }
 
 /* Keeps a collected uploader's undelivered state for the final report (see lw_ctx.gone). */

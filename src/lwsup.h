@@ -43,6 +43,7 @@ typedef struct lw_ctx {
   size_t gone_len;
   unsigned gone_n, gone_more;
   int reported;         /* the final report ran: later collections are the process ending */
+  int interrupted;      /* the host is leaving on a second signal, before its drain could end */
 } lw_ctx;
 #define LW_GONE_MAX 32
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,9 +90,16 @@ static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   if (st != LUA_OK) {
     lw_log(h->c, 0, "script", "%s", lua_tostring(L, -1));
     h->status = 1;
-  } else if (nres >= 1 && lua_isinteger(L, -nres)) {
-    lua_Integer v = lua_tointeger(L, -nres);
-    h->status = v >= 0 && v <= 255 ? (int)v : 255; /* exit() keeps 8 bits: 256 would read as success */
+  } else if (nres >= 1 && lua_type(L, -nres) == LUA_TNUMBER) {
+    /* An integer, or a float with an integral value (3.0, 2^3); exit() keeps 8 bits, so
+     * anything outside 0..255 is 255: 256 would read as success. */
+    lua_Number x = lua_tonumber(L, -nres);
+    if (lua_isinteger(L, -nres)) {
+      lua_Integer v = lua_tointeger(L, -nres);
+      h->status = v >= 0 && v <= 255 ? (int)v : 255;
+    } else if (x == floor(x)) {
+      h->status = x >= 0 && x <= 255 ? (int)x : 255;
+    }
   }
   lua_pop(L, nres);
 }
@@ -108,6 +116,7 @@ static int drained(void *ud) { return lw_uploaders_idle(ud); }
 static void on_signal(uv_signal_t *s, int signum) {
   host *h = s->data;
   if (++h->signals > 1) { /* a second signal: leave now */
+    h->c->interrupted = 1; /* what is undelivered was cut short, not out of time */
     int n = lw_report_undelivered(h->c);
     fflush(NULL);
     _exit(h->status ? h->status : n ? 3 : 0);
