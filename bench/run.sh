@@ -16,17 +16,25 @@ rm -f "$OUT"/*.log "$OUT"/*.env
 t_start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log "(a) enqueue throughput"
-sh bench/enqueue.sh >"$OUT/enqueue.md"
-log "(b) memory"
-sh bench/memory.sh >"$OUT/memory.md"
-log "(c) fleet"
-sh bench/fleet.sh >"$OUT/fleet.md"
-log "(d) burst"
-sh bench/burst.sh >"$OUT/burst.md"
+# A part that fails (nginx not starting, port 18080 taken) leaves its figures n/a; the
+# others are still reported.
+part() { # NAME TITLE
+  log "$2"
+  sh "bench/$1.sh" >"$OUT/$1.md" || { log "$1 failed (exit $?): its figures read n/a"; echo "## $1: failed, see $OUT/" >>"$OUT/$1.md"; }
+}
+part enqueue "(a) enqueue throughput"
+part memory "(b) memory"
+part fleet "(c) fleet"
+part burst "(d) burst"
 
 # shellcheck disable=SC1090
-for f in enqueue memory fleet burst; do . "$OUT/$f.env"; done
+for f in enqueue memory fleet burst; do [ -f "$OUT/$f.env" ] && . "$OUT/$f.env"; done
+# Figures a skipped or failed part did not write.
+for v in ENQ_W_8 ENQ_S_8 ENQ_VS_SEED ENQ_W_10000 ENQ_S_10000 ENQ_FLAT MEM_W_BASE MEM_S_BASE MEM_W_PER MEM_S_PER \
+  MEM_FLOOR FLEET_WRK FLEET_WRK_CPU FLEET_W_PUTS FLEET_S_PUTS FLEET_OF_WRK FLEET_VS_SEED_PUTS FLEET_W_CPU \
+  FLEET_S_CPU FLEET_VS_SEED_CPU BURST_N BURST_MS BURST_REQS BURST_OK BURST_STALLS; do
+  eval "[ -n \"\${$v:-}\" ] || $v=n/a"
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(($(date +%s) - t_start))
 cpu=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
