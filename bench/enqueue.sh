@@ -43,6 +43,22 @@ for K in 8 100 1000 10000; do
   rows="$rows| $K | $(fmt_int "$w") | $(ratio "$w" "$w8") | $(fmt_int "$s") | $( [ "$s" = n/a ] && echo n/a || echo "$sn × $(wc -l <"$OUT/enq_s_$K")") | $(ratio "$w" "$s" "%.2fx") |
 "
 done
+# The same comparison at 8 keys timed from outside by hyperfine: whole processes, wall
+# clock, start-up included (node's is about 40 ms, wsup's a few ms), HF_RUNS runs each.
+hf_line="hyperfine: not installed, or node missing"
+if command -v hyperfine >/dev/null 2>&1 && have_node; then
+  log "enqueue: hyperfine, 8 keys"
+  if hyperfine -N --warmup 1 --runs "${HF_RUNS:-5}" --export-csv "$OUT/hyperfine.csv" \
+      "$WSUP bench/enqueue.lua $N 8" "node $PEER/bench_enqueue.mjs $N 8" >>"$OUT/enqueue.log" 2>&1; then
+    # CSV: command,mean,stddev,median,user,system,min,max (seconds)
+    hw=$(awk -F, 'NR == 2 { print $4 }' "$OUT/hyperfine.csv") hs=$(awk -F, 'NR == 3 { print $4 }' "$OUT/hyperfine.csv")
+    kv "$env" ENQ_HF_RATIO "$(ratio "$hs" "$hw")"
+    hf_line="hyperfine (median wall time of ${HF_RUNS:-5} runs, $N enqueues at 8 keys, start-up included): wsup $(awk -v x="$hw" 'BEGIN { printf "%.3f", x }') s, seed $(awk -v x="$hs" 'BEGIN { printf "%.3f", x }') s: wsup is **$(ratio "$hs" "$hw")x** as fast"
+  else
+    hf_line="hyperfine failed: see $OUT/enqueue.log"
+  fi
+fi
+
 flat=$(ratio "$(awk '$1 == 10000 { print $2 }' "$OUT/enqueue.dat")" "$w8")
 vs_seed=$(ratio "$w8" "${s8:-n/a}")
 kv "$env" ENQ_FLAT "$flat"
@@ -62,10 +78,12 @@ $(printf %s "$rows")
 
 - wsup flatness, ops/s at 10000 keys / ops/s at 8 keys: **$flat** (goal ≥ 0.8: $(check "$flat" '>=' 0.8))
 - wsup / seed at 8 keys: **$vs_seed** (goal ≥ 1.5: $(check "$vs_seed" '>=' 1.5))
+- Timed from outside, by $hf_line.
 - The seed's figure at K=10000 comes from N = 10001 enqueues, during which its pending grows
   from 0 to 10000 keys (about 5000 on average), and at K=1000 a third of its 3000 enqueues see
   fewer than 1000 keys: both flatter the seed (its cost per enqueue is proportional to the
   pending size), so wsup / seed there is an underestimate.
 
-Commands: \`$WSUP bench/enqueue.lua $N K\`; \`node $PEER/bench_enqueue.mjs N K\`.
+Commands: \`$WSUP bench/enqueue.lua $N K\`; \`node $PEER/bench_enqueue.mjs N K\`;
+\`hyperfine -N --warmup 1 --runs ${HF_RUNS:-5} "$WSUP bench/enqueue.lua $N 8" "node $PEER/bench_enqueue.mjs $N 8"\`.
 EOF

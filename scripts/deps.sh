@@ -4,7 +4,7 @@
 # Usage: deps.sh [GROUP...]   (default: build test)
 #   build  what `make` and `make run` need
 #   test   what the suite needs besides (busted, cmocka, nginx with the echo module, ...)
-#   bench  what `make bench` needs besides (time, gnuplot, wrk, nginx)
+#   bench  what `make bench` needs besides (time, gnuplot, wrk, hyperfine, nginx)
 #   lint   the static checkers; fuzz: clang with libFuzzer
 # WSUP_PKGS, when set, is the package list instead.
 set -eu
@@ -13,7 +13,7 @@ group() {
   build) echo "build-essential pkg-config liblua5.4-dev lua5.4 lua-cjson libuv1-dev libcurl4-openssl-dev
            libjansson-dev libmicrohttpd-dev libmimalloc-dev libssl-dev ca-certificates" ;;
   test) echo "lua-busted libcmocka-dev nginx-light libnginx-mod-http-echo curl openssl strace locales" ;;
-  bench) echo "time gnuplot-nox wrk nginx-light curl" ;;
+  bench) echo "time gnuplot-nox wrk hyperfine nginx-light curl" ;;
   lint) echo "clang clang-tidy cppcheck lua-check" ;;
   # clang only recommends the runtime that holds libFuzzer and its sanitizers
   fuzz) echo "clang libclang-rt-14-dev" ;;
