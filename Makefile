@@ -51,6 +51,8 @@ BIND_SRC := $(filter src/l%.c,$(wildcard src/*.c))
 CORE_OBJ := $(CORE_SRC:src/%.c=$(B)/obj/%.o)
 BIND_OBJ := $(BIND_SRC:src/%.c=$(B)/obj/%.o)
 TESTS    := $(patsubst test/%.c,$(B)/%,$(wildcard test/test_*.c))
+# Each fuzz target, built without libFuzzer, replays its regressions and corpus in make test.
+REPLAYS  := $(patsubst fuzz/fuzz_%.c,$(B)/replay_%,$(wildcard fuzz/fuzz_*.c))
 LUA_FILES := $(wildcard lua/wsup/*.lua)
 
 .PHONY: all deps test test-c test-lua run clean check-asan lint bench install uninstall
@@ -84,12 +86,15 @@ $(B)/wsup: $(CORE_OBJ) $(BIND_OBJ) $(B)/obj/main.o scripts/host-exports.list
 $(B)/test_%: test/test_%.c $(CORE_OBJ) $(wildcard test/*.h) | $(B)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) -lcmocka $(LIBS) $(TESTLIBS) $(LDFLAGS)
 
+$(B)/replay_%: fuzz/fuzz_%.c fuzz/replay.c fuzz/common.h $(CORE_OBJ) | $(B)/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter-out %.h,$^) $(LIBS) $(TESTLIBS) $(LDFLAGS)
+
 test:
 	@sh scripts/deps.sh build test
-	@$(SUBMAKE) all $(TESTS)
+	@$(SUBMAKE) all $(TESTS) $(REPLAYS)
 	@sh scripts/test.sh
 
-test-c: all $(TESTS)
+test-c: all $(TESTS) $(REPLAYS)
 	@sh scripts/test.sh c
 
 test-lua: all
@@ -139,7 +144,7 @@ check-asan:
 	  rm -f build/asan/wsup build/asan/wsup_core.so build/asan/test_*; fi
 	$(MAKE) B=build/asan CC=gcc OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all" HOSTLIBS= \
-	  LDFLAGS="build/asan/ubsan_log.o $(LDFLAGS)" all $(patsubst $(B)/%,build/asan/%,$(TESTS))
+	  LDFLAGS="build/asan/ubsan_log.o $(LDFLAGS)" all $(patsubst $(B)/%,build/asan/%,$(TESTS) $(REPLAYS))
 	ASAN=1 ASAN_CC=gcc B=build/asan sh scripts/test.sh
 
 clean:

@@ -26,6 +26,19 @@ if [ "$what" != lua ]; then
     [ "$f" -eq 0 ] || cat "$log"
     passed=$((passed + p)) failed=$((failed + f))
   done
+  # Each fuzz target over its regressions and corpus (fuzz/replay.c): one test per target.
+  for r in build/replay_*; do
+    [ -x "$r" ] || continue
+    t=${r##*/replay_}
+    if "$r" "fuzz/regressions/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
+      echo "$r: 1 passed, 0 failed ($(tail -n 1 "$log"))"
+      passed=$((passed + 1))
+    else
+      echo "$r: 0 passed, 1 failed"
+      cat "$log"
+      failed=$((failed + 1))
+    fi
+  done
 fi
 
 if [ "$what" != c ]; then
