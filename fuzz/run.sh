@@ -120,6 +120,7 @@ for t in "$@"; do
   cp fuzz/corpus/$t/seed-* $B/merged/$t/ 2>/dev/null
   mkdir -p $B/old/$t && rm -f $B/old/$t/* && find fuzz/corpus/$t -type f ! -name 'seed-*' -exec cp {} $B/old/$t/ \;
   if "$bin" -merge=1 -use_counters=0 -max_len="$(max_len $t)" -timeout=30 -rss_limit_mb=2048 \
+      -artifact_prefix=$B/artifacts/$t/ \
       $B/merged/$t $B/old/$t $B/work/$t >$B/log/$t.merge.log 2>&1; then
     find fuzz/corpus/$t -type f ! -name 'seed-*' -exec rm -f {} +
     find $B/merged/$t -type f ! -name 'seed-*' -exec cp {} fuzz/corpus/$t/ \;
