@@ -252,6 +252,35 @@ describe("HTTP sender against the embedded receiver", function()
     end
   end)
 
+  it("keeps every uploader going when the process runs out of descriptors (300 uploaders, ulimit -n 128)", function()
+    -- Idle keep-alive connections of uploaders that are done must not hold every descriptor
+    -- while others cannot connect: the caches with no transfer running let theirs go.
+    local script = cli.script([[
+local wsup = require "wsup"
+local base, U = arg[1], tonumber(arg[2])
+local ups = {}
+for i = 1, U do
+  ups[i] = wsup.uploader { url = ("%s/worker/fd%d"):format(base, i), base_delay_ms = 100, max_delay_ms = 500 }
+  ups[i]:enqueue { v = 1 }
+end
+wsup.sleep(1000)
+for i = 1, U do ups[i]:enqueue { v = 2 } end
+local last
+for i = 1, U do
+  if not ups[i]:flush(20000) then last = ups[i]:stats().last_error end
+end
+print(last or "all delivered")
+]])
+    local r = cli.run("sh -c 'ulimit -n 128 && exec " .. cli.WSUP .. " --drain-ms 100 " .. script .. " " .. rcv.url
+      .. " 300'", { stdin = false, timeout = 60 })
+    assert.equals("all delivered\n", r.out, r.err)
+    assert.equals(0, r.rc, r.err)
+    for i = 1, 300 do assert.same({ v = 2 }, rcv:state("/worker/fd" .. i)) end
+    -- running out is said as such, a local failure, not the server refusing
+    assert.truthy(r.err:find("cannot open a socket: Too many open files (transport)", 1, true), r.err)
+    assert.is_nil(r.err:find("(refused)", 1, true), r.err)
+  end)
+
   it("rejects a url holding whitespace or a control character when the uploader is made, naming it", function()
     for _, u in ipairs { "http://127.0.0.1:1/a b", "http://127.0.0.1:1/a\tb", "http://127.0.0.1:1/a\127" } do
       assert.has_error(function() wsup.uploader { url = u } end,

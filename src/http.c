@@ -9,6 +9,7 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <locale.h>
 #include <time.h>
 #include <stdarg.h>
@@ -89,6 +90,7 @@ struct http_xfer {
   int truncate, truncated;          /* cut a body over max_body instead of failing (http_req.truncate_body) */
   int in_cb;
   const char *fail;                 /* our own reason for a write error */
+  int sock_errno;                   /* errno of a socket() that failed for this transfer; else 0 */
   buf req, body, hdr;               /* hdr holds "name\0value\0" pairs */
   http_header *hv;
   char errbuf[CURL_ERROR_SIZE];
@@ -106,6 +108,10 @@ struct http_client {
   int closing, pending;             /* pending: uv_close callbacks outstanding */
   http_closed_fn closed;
   void *closed_ud;
+  /* Out of descriptors (socket() failed with EMFILE or ENFILE): on the next turn the caches
+   * with no transfer running close their idle connections, which their claimants may never
+   * use again, so that the others can connect. One cache prunes only while it runs transfers. */
+  uv_timer_t relief;
 };
 
 static int buf_reserve(buf *b, size_t extra) {
@@ -143,6 +149,11 @@ static void finalize(http_client *c) {
   free(c);
   global_cleanup();
   if (closed) closed(ud);
+}
+
+static void on_relief_closed(uv_handle_t *h) {
+  http_client *c = h->data;
+  if (--c->pending == 0 && c->closing) finalize(c);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -226,8 +237,15 @@ static void finish(http_client *c, http_xfer *x, CURLcode rc) {
   c->api.multi_remove_handle(x->s->multi, x->easy);
   unlink_act(c, x);
   http_res r = { .err = (int)rc, .errmsg = "" };
-  if (rc == CURLE_OK) c->api.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
-  else r.errmsg = x->fail ? x->fail : x->errbuf[0] ? x->errbuf : c->api.easy_strerror(rc);
+  if (rc == CURLE_OK) {
+    c->api.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
+  } else if (rc == CURLE_COULDNT_CONNECT && x->sock_errno) { /* not the server refusing: we could not open a socket */
+    snprintf(x->errbuf, sizeof x->errbuf, "cannot open a socket: %s", strerror(x->sock_errno));
+    r.errmsg = x->errbuf;
+    r.err = CURLE_FAILED_INIT; /* a local failure ("transport"), not "refused" */
+  } else {
+    r.errmsg = x->fail ? x->fail : x->errbuf[0] ? x->errbuf : c->api.easy_strerror(rc);
+  }
   curl_off_t up = 0;
   c->api.easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &up);
   r.bytes_sent = up > 0 ? (size_t)up : 0;
@@ -315,12 +333,20 @@ static int curl_sock_cb(CURL *e, curl_socket_t fd, int what, void *ud, void *soc
 }
 
 /* CURLOPT_OPENSOCKETFUNCTION: curl's own socket() call, plus the hsock that lives as long as the fd. */
+static void on_relief(uv_timer_t *t);
+
 static curl_socket_t sock_open(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
   (void)purpose;
-  http_shard *s = ud;
+  http_xfer *x = ud;
+  http_shard *s = x->s;
   http_client *c = s->c;
   curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
-  if (fd == CURL_SOCKET_BAD) return fd;
+  if (fd == CURL_SOCKET_BAD) {
+    x->sock_errno = errno;
+    if ((errno == EMFILE || errno == ENFILE) && !uv_is_active((uv_handle_t *)&c->relief))
+      uv_timer_start(&c->relief, on_relief, 0, 0);
+    return fd;
+  }
   /* The number was free, so an hsock still holding it is stale: a resolver socket curl closed
    * before its REMOVE. curl still counts that watch for this number and reports only changes, so
    * the new socket takes it over. */
@@ -485,7 +511,7 @@ static void set_fixed(http_client *c, http_xfer *x) {
   c->api.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   c->api.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   /* The connection keeps these and may outlive the easy handle, in the multi's cache: data is the
-   * client. OPENSOCKETDATA, the shard, is set per request. */
+   * client. OPENSOCKETDATA, the transfer (and through it the shard), is set per request. */
   c->api.easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, sock_open);
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sock_closed);
   c->api.easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
@@ -511,6 +537,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
     }
   }
   x->c = c; x->s = c->shards[r->shard].s; x->done = done; x->ud = ud; x->in_cb = 0; x->fail = NULL;
+  x->sock_errno = 0;
   x->n_hdr = 0; x->errbuf[0] = '\0';
   x->max_body = r->max_body ? r->max_body : BODY_DEFAULT;
   x->truncate = r->truncate_body != 0;
@@ -546,7 +573,7 @@ http_xfer *http_start(http_client *c, const http_req *r, http_done_fn done, void
   }
   if (oom) { set_err(err, errlen, "out of memory"); recycle(c, x); return NULL; }
 
-  c->api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, x->s);
+  c->api.easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
   c->api.easy_setopt(e, CURLOPT_URL, r->url);
   c->api.easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(r->url, "https:", 6) == 0 ? 1L : 0L); /* prefer h2 multiplexing */
   if (strcmp(method, "GET") == 0) {
@@ -590,19 +617,10 @@ void http_cancel(http_xfer *x) {
   recycle(c, x);
 }
 
-/* A new shard at the end of c->shards; -1 on OOM. */
-static int shard_add(http_client *c) {
-  shardslot *t = realloc(c->shards, (c->n_shards + 1) * sizeof *t);
-  if (!t) return -1;
-  c->shards = t;
-  http_shard *s = calloc(1, sizeof *s);
-  if (!s) return -1;
-  if (!(s->multi = c->api.multi_init())) { free(s); return -1; }
-  if (uv_timer_init(c->loop, &s->timer) != 0) { c->api.multi_cleanup(s->multi); free(s); return -1; }
-  s->c = c;
-  s->timer.data = s;
-  uv_unref((uv_handle_t *)&s->timer);
-  CURLM *m = s->multi;
+/* A multi handle for shard s, configured; NULL on OOM. */
+static CURLM *shard_multi(http_client *c, http_shard *s) {
+  CURLM *m = c->api.multi_init();
+  if (!m) return NULL;
   c->api.multi_setopt(m, CURLMOPT_SOCKETFUNCTION, curl_sock_cb);
   c->api.multi_setopt(m, CURLMOPT_SOCKETDATA, s);
   c->api.multi_setopt(m, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
@@ -611,8 +629,36 @@ static int shard_add(http_client *c) {
   c->api.multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);  /* unlimited */
   c->api.multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L); /* unlimited */
   c->api.multi_setopt(m, CURLMOPT_MAXCONNECTS, 10000L);       /* idle connection cache */
+  return m;
+}
+
+/* A new shard at the end of c->shards; -1 on OOM. */
+static int shard_add(http_client *c) {
+  shardslot *t = realloc(c->shards, (c->n_shards + 1) * sizeof *t);
+  if (!t) return -1;
+  c->shards = t;
+  http_shard *s = calloc(1, sizeof *s);
+  if (!s) return -1;
+  if (!(s->multi = shard_multi(c, s))) { free(s); return -1; }
+  if (uv_timer_init(c->loop, &s->timer) != 0) { c->api.multi_cleanup(s->multi); free(s); return -1; }
+  s->c = c;
+  s->timer.data = s;
+  uv_unref((uv_handle_t *)&s->timer);
   c->shards[c->n_shards].s = s;
   return (int)c->n_shards++;
+}
+
+/* See http_client.relief. A new multi replaces each idle one, whose cleanup closes its
+ * cached connections through sock_closed; claimants keep their shard. */
+static void on_relief(uv_timer_t *t) {
+  http_client *c = t->data;
+  for (size_t i = 0; i < c->n_shards && !c->closing; i++) {
+    http_shard *s = c->shards[i].s;
+    CURLM *m;
+    if (s->n_act || !(m = shard_multi(c, s))) continue;
+    c->api.multi_cleanup(s->multi);
+    s->multi = m;
+  }
 }
 
 http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen) {
@@ -638,6 +684,8 @@ http_client *http_client_new(uv_loop_t *loop, char *err, size_t errlen) {
     set_err(err, errlen, "out of memory");
     return NULL;
   }
+  uv_timer_init(loop, &c->relief);     /* cannot fail for a timer */
+  c->relief.data = c;
   return c;
 }
 
@@ -685,6 +733,8 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud) {
     c->pending++;
     uv_close((uv_handle_t *)&c->shards[i].s->timer, on_handle_closed);
   }
+  c->pending++;
+  uv_close((uv_handle_t *)&c->relief, on_relief_closed);
 }
 
 /* An HTTP-date (RFC 9110 5.6.7: the IMF-fixdate, and the obsolete RFC 850 and asctime
