@@ -104,6 +104,16 @@ deep()
       assert.matches("traceback", r.err)
     end)
 
+    it("a main chunk that raises still closes its <close> variables, as stock Lua does, and exits 1", function()
+      local r = cli.run(WSUP .. " " .. cli.script([[
+local x <close> = setmetatable({}, { __close = function(_, e) print("closed", e ~= nil) end })
+error("boom")
+]]))
+      assert.equal(1, r.rc, r.err)
+      assert.equal("closed\ttrue\n", r.out)
+      assert.matches("boom", r.err)
+    end)
+
     it("an error in a callback is reported, the loop goes on, and the exit status stays 0", function()
       local s = cli.script(uploader_src("after-error", 0, 1) .. [[
 wsup.after(10, function() error("timer went wrong") end)
@@ -294,6 +304,40 @@ while true do end
       assert.equal(1, #und, p:stderr())
       assert.matches("hopeless", und[1])
       assert.matches("send returned false", und[1])
+    end)
+
+    it("a second signal reports an uploader that kept failing as interrupted, with its last error", function()
+      local p = cli.start(WSUP .. " --drain-ms 20000 " .. forever(uploader_src("failing", 0, math.maxinteger)))
+      assert.truthy(p:await("attempt 2", "out"), p:stderr())
+      p:kill("INT")
+      cli.sleep(0.3)
+      p:kill("INT")
+      local rc = finish(p, 5)
+      assert.equal(3, rc, p:stderr())
+      local und = cli.grep(p:stderr(), "undelivered")
+      assert.equal(1, #und, p:stderr())
+      assert.matches("failing: undelivered: interrupted by a second signal %(last error: send returned false%)$",
+        und[1])
+    end)
+
+    it("a signal that ends the script still closes the main chunk's <close> variables, after the drain", function()
+      local p = cli.start(WSUP .. " " .. cli.script([[
+local wsup = require "wsup"
+local up = wsup.uploader { name = "u",
+  send = function() wsup.sleep(300) io.stdout:write("delivered\n") return true end }
+local x <close> = setmetatable({}, { __close = function()
+  io.stdout:write("closed, pending ", tostring(up:stats().pending), "\n")
+end })
+up:enqueue { a = 1 }
+io.stdout:write("ready\n")
+io.stdout:flush()
+wsup.sleep(60000)
+]]))
+      assert.truthy(p:await("ready", "out"), p:stderr())
+      p:kill("TERM")
+      local rc = finish(p, 5)
+      assert.equal(0, rc, p:stderr())
+      assert.equal("ready\ndelivered\nclosed, pending false\n", p:stdout())
     end)
 
     it("a second signal during the drain exits at once with 3 and one line per undelivered uploader", function()

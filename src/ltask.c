@@ -142,7 +142,7 @@ lw_task *lw_spawn(lw_ctx *c, lua_State *L, int nargs, lw_done_fn done, void *ud)
   c->ntasks++;
   lua_xmove(L, co, nargs + 1);
   resume(t, L, nargs);
-  return NULL; /* the task may already have ended: callers must not keep a pointer */
+  return t; /* valid until done has run (the registry anchors it): a caller with a done callback may keep it */
 }
 
 lw_task *lw_waiter(lw_ctx *c, lua_State *L, const char *who) {

@@ -467,7 +467,7 @@ static const char *undelivered_why(const lw_up *w) {
   if (upl_idle(&w->u) && !w->u.lost) return NULL;
   if (w->u.last_error && w->u.st.consecutive_failures) return w->u.last_error; /* not an old, recovered one */
   if (w->u.closed) return w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
-  return w->c->interrupted ? "interrupted by a second signal" : "not delivered before the drain deadline";
+  return "not delivered before the drain deadline";
 }
 
 /* Keeps a collected uploader's undelivered state for the final report (see lw_ctx.gone). */
@@ -525,7 +525,12 @@ int lw_report_undelivered(lw_ctx *c) {
   for (lw_up *w = c->ups; w; w = w->next) {
     const char *why = undelivered_why(w);
     if (!why) continue;
-    lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
+    if (!c->interrupted || w->u.closed)
+      lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
+    else if (w->u.last_error && w->u.st.consecutive_failures) /* cut short, whatever it was waiting for */
+      lw_log(c, 0, lw_up_name(w), "undelivered: interrupted by a second signal (last error: %s)", w->u.last_error);
+    else
+      lw_log(c, 0, lw_up_name(w), "undelivered: interrupted by a second signal");
     n++;
   }
   c->reported = 1;

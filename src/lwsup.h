@@ -75,7 +75,8 @@ struct lw_task {
   int flushed;       /* result handed to a flush waiter */
 };
 
-/* Starts the function below nargs arguments on L's top as a task, now. Pops them. */
+/* Starts the function below nargs arguments on L's top as a task, now. Pops them. Returns
+ * the task, which stays valid until done has run (it may already have, inside this call). */
 lw_task *lw_spawn(lw_ctx *c, lua_State *L, int nargs, lw_done_fn done, void *ud);
 lw_task *lw_current(lw_ctx *c, lua_State *L); /* the task running on L, or NULL */
 /* Where a call that waits (sleep, flush, a request) is: the current task, which may yield

@@ -39,6 +39,8 @@ typedef struct host {
   int signals;       /* SIGINT/SIGTERM seen */
   int stopping;      /* the host took a signal over: producers stop, uploaders drain */
   int draining;      /* the final drain is under way: a first signal lets it go on */
+  int main_ended;    /* the main chunk's task ran its done callback */
+  lw_task *main_task; /* borrowed; valid while !main_ended */
   uv_signal_t *sig[2];
 } host;
 
@@ -84,12 +86,23 @@ static void set_arg(lua_State *L, char **argv, int argc, int script) {
   lua_setglobal(L, "arg");
 }
 
+/* Closes the <close> variables the main chunk left open: a coroutine that raised, or that
+ * a signal left waiting, does not close them itself (stock lua5.4 runs the chunk under
+ * pcall, which does). An error in a __close is reported. */
+static void close_main(host *h, lua_State *co, int failed) {
+  if (lua_resetthread(co) != LUA_OK && !failed) {
+    lw_log(h->c, 0, "script", "%s", lua_isstring(co, -1) ? lua_tostring(co, -1) : "error in __close");
+    h->status = 1;
+  }
+}
+
 static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
   host *h = ud;
-  (void)t;
+  h->main_ended = 1;
   if (st != LUA_OK) {
     lw_log(h->c, 0, "script", "%s", lua_tostring(L, -1));
     h->status = 1;
+    close_main(h, t->co, 1);
   } else if (nres >= 1 && lua_type(L, -nres) == LUA_TNUMBER) {
     /* An integer, or a float with an integral value (3.0, 2^3); exit() keeps 8 bits, so
      * anything outside 0..255 is 255: 256 would read as success. */
@@ -210,12 +223,19 @@ static int run(lua_State *L, host *h, const char *cmd, int argc, char **argv, in
   luaL_checkstack(L, argc + 1, "too many arguments");
   for (int i = first + 1; i < argc; i++) lua_pushstring(L, argv[i]);
   signals(h, 1);
-  lw_spawn(c, L, argc - first - 1, main_done, h);
+  h->main_task = lw_spawn(c, L, argc - first - 1, main_done, h);
   lw_drive(c, L, -1, script_idle, h);
   if (h->stopping) lw_stop_producers(c);
   c->loop.stop = 0; /* a signal's wl_stop must not cut the drain short */
   h->draining = 1;
   if (!lw_uploaders_idle(c)) lw_drive(c, L, wl_now(&c->loop) + c->drain_ms, drained, c);
+  if (!h->main_ended) { /* a signal ended the script while its main chunk waited */
+    lw_task *t = h->main_task;
+    wl_timer_stop(&c->loop, &t->timer); /* nothing resumes it afterwards */
+    wl_cancel(&c->loop, &t->job);
+    h->main_ended = 1;
+    close_main(h, t->co, 0);
+  }
   undelivered = lw_report_undelivered(c);
   signals(h, 0);
   if (h->status) return h->status;

@@ -118,9 +118,11 @@ function M.main(...)
     wsup.sleep(tty and 100 or 20)
     if tty then progress() end
   end
+  -- The handlers stay during the drain: a first signal then changes nothing (the host's
+  -- would end the script before the summary); a second one always exits at once.
+  local delivered = up:flush(o["drain-ms"])
   sigint:stop()
   sigterm:stop()
-  local delivered = up:flush(o["drain-ms"])
   progress(true)
   st.up = up:stats()
   if not tty then io.stderr:write(summary(st), "\n") end
