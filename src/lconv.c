@@ -37,9 +37,8 @@ typedef struct conv {
   size_t n, cap;
 } conv;
 
-/* Valid UTF-8, no surrogates, nothing above U+10FFFF. Most keys and values are
- * short ASCII: that case is settled by or-ing a few overlapping loads, with no loop
- * per byte; only a string with a high bit set takes the full check. */
+/* Valid UTF-8, no surrogates, nothing above U+10FFFF; the full check, byte by byte
+ * (text_check below settles the common ASCII case without it). */
 static int utf8_check(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
@@ -66,46 +65,44 @@ static int utf8_check(const unsigned char *s, size_t n) {
   return 1;
 }
 
-static inline int utf8_valid(const unsigned char *s, size_t n) {
-  uint64_t any = 0;
-  if (n >= 8) {
-    for (size_t i = 0; i + 8 <= n; i += 8) any |= bytes_load64(s + i);
-    any |= bytes_load64(s + n - 8);
-  } else if (n >= 4) {
-    any = bytes_load32(s) | bytes_load32(s + n - 4);
-  } else if (n) {
-    any = (uint64_t)s[0] | s[n / 2] | s[n - 1];
-  }
-  return (any & 0x8080808080808080u) == 0 || utf8_check(s, n);
-}
-
-/* A key's problem, or NULL: it must be UTF-8, and hold no NUL byte, which JSON can write
- * ("\u0000") but servers' parsers refuse in a key (jansson's does), so one such key would
- * have the whole coalesced payload dropped. Same word-at-a-time shape as utf8_valid. */
+/* Problems of a string, found by or-ing overlapping 4/8-byte loads (no loop per byte for
+ * the common short ASCII string; only one with a high bit set takes the full check).
+ * TEXT_BAD_UTF8, or with nul_bad (keys) TEXT_HAS_NUL, or 0. A key must hold no NUL: JSON
+ * can write one ("\u0000") but servers' parsers refuse it in a key (jansson's does), so
+ * one such key would have the whole coalesced payload dropped. Inlined with a constant
+ * nul_bad, values pay nothing for the NUL test. */
 #define HAS_ZERO64(w) (((w) - 0x0101010101010101u) & ~(w) & 0x8080808080808080u)
 #define HAS_ZERO32(w) (((w) - 0x01010101u) & ~(w) & 0x80808080u)
-static inline const char *key_problem(const unsigned char *s, size_t n) {
+enum { TEXT_BAD_UTF8 = 1, TEXT_HAS_NUL };
+static inline int text_check(const unsigned char *s, size_t n, int nul_bad) {
   uint64_t any = 0, zero = 0;
   if (n >= 8) {
     for (size_t i = 0; i + 8 <= n; i += 8) {
       uint64_t w = bytes_load64(s + i);
       any |= w;
-      zero |= HAS_ZERO64(w);
+      if (nul_bad) zero |= HAS_ZERO64(w);
     }
     uint64_t w = bytes_load64(s + n - 8);
     any |= w;
-    zero |= HAS_ZERO64(w);
+    if (nul_bad) zero |= HAS_ZERO64(w);
   } else if (n >= 4) {
     uint32_t a = (uint32_t)bytes_load32(s), b = (uint32_t)bytes_load32(s + n - 4);
     any = a | b;
-    zero = HAS_ZERO32(a) | HAS_ZERO32(b);
+    if (nul_bad) zero = HAS_ZERO32(a) | HAS_ZERO32(b);
   } else if (n) {
     any = (uint64_t)s[0] | s[n / 2] | s[n - 1];
-    zero = !s[0] || !s[n / 2] || !s[n - 1];
+    if (nul_bad) zero = !s[0] || !s[n / 2] || !s[n - 1];
   }
-  if (zero) return "key contains a NUL byte";
-  if ((any & 0x8080808080808080u) && !utf8_check(s, n)) return "key is not valid UTF-8";
-  return NULL;
+  if (zero) return TEXT_HAS_NUL;
+  return (any & 0x8080808080808080u) && !utf8_check(s, n) ? TEXT_BAD_UTF8 : 0;
+}
+
+static inline int utf8_valid(const unsigned char *s, size_t n) { return text_check(s, n, 0) == 0; }
+
+/* A key's problem, or NULL. */
+static inline const char *key_problem(const unsigned char *s, size_t n) {
+  int t = text_check(s, n, 1);
+  return t == TEXT_HAS_NUL ? "key contains a NUL byte" : t == TEXT_BAD_UTF8 ? "key is not valid UTF-8" : NULL;
 }
 
 #define KEY_SHOWN 64 /* bytes of one key shown in a message's path, then "..." */
