@@ -435,6 +435,12 @@ int http_is_field_value(const char *s, size_t n) {
   return 1;
 }
 
+int http_url_chars_ok(const char *url) {
+  for (const unsigned char *s = (const unsigned char *)url; *s; s++)
+    if (*s <= 32 || *s == 127) return 0;
+  return 1;
+}
+
 int http_header_is(const char *line, const char *name) {
   size_t n = strlen(name);
   return strncasecmp(line, name, n) == 0 && (line[n] == ':' || line[n] == ';');
@@ -443,8 +449,7 @@ int http_header_is(const char *line, const char *name) {
 /* NULL if acceptable, else the reason. */
 static const char *validate(const http_req *r) {
   if (!r->url || !*r->url) return "missing url";
-  for (const unsigned char *s = (const unsigned char *)r->url; *s; s++)
-    if (*s <= 32 || *s == 127) return "url contains whitespace or control characters";
+  if (!http_url_chars_ok(r->url)) return "url contains whitespace or control characters";
   if (r->method) {
     if (!*r->method) return "empty method";
     for (const unsigned char *s = (const unsigned char *)r->method; *s; s++)

@@ -67,6 +67,8 @@ void http_client_close(http_client *c, http_closed_fn closed, void *ud);
  * other control character but tab. 1 if s[0..n) passes. Pure. */
 int http_is_token(const char *s, size_t n);
 int http_is_field_value(const char *s, size_t n);
+/* 1 if a URL holds no whitespace or control character (validated requests refuse them). Pure. */
+int http_url_chars_ok(const char *url);
 /* 1 if a request header line ("Name: value", or "Name;" for an empty value) has this
  * name, compared without case. Pure. */
 int http_header_is(const char *line, const char *name);

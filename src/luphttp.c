@@ -31,19 +31,14 @@ static void check_nul(lua_State *L, const char *opt) {
   if (strlen(lua_tolstring(L, -1, &n)) != n) luaL_error(L, "wsup.uploader: option '%s' contains a NUL byte", opt);
 }
 
-/* Raises for a url that every attempt would be refused (http.c checks the same). */
-static void check_url_chars(lua_State *L) {
-  for (const unsigned char *s = (const unsigned char *)lua_tostring(L, -1); *s; s++)
-    if (*s <= 32 || *s == 127) luaL_error(L, "wsup.uploader: option 'url' contains whitespace or a control character");
-}
-
 void lw_uphttp_init(lua_State *L, lw_up *w) {
   lw_uphttp *h;
   const char *lines[MAX_HEADERS];
   int n = 0, ud = lua_gettop(L);
   if (lua_getfield(L, 1, "url") != LUA_TSTRING) luaL_error(L, "wsup.uploader: option 'url' must be a string");
   check_nul(L, "url");
-  check_url_chars(L);
+  if (!http_url_chars_ok(lua_tostring(L, -1))) /* every attempt would be refused */
+    luaL_error(L, "wsup.uploader: option 'url' contains whitespace or a control character");
   if (strncmp(lua_tostring(L, -1), "http://", 7) != 0 && strncmp(lua_tostring(L, -1), "https://", 8) != 0)
     luaL_error(L, "wsup.uploader: option 'url' must start with http:// or https://");
   if (!(h = w->http = calloc(1, sizeof *h))) luaL_error(L, "wsup.uploader: out of memory");
