@@ -189,13 +189,20 @@ static void run_jobs(wl_loop *l) {
   }
 }
 
+/* The ms that restarts of virtual time took back since *mark, which moves on to now: a
+ * time held across a callback ("now", a deadline) goes back by as much as the timers did. */
+static int64_t taken_back(const wl_loop *l, int64_t *mark) {
+  int64_t d = l->rebased - *mark;
+  *mark = l->rebased;
+  return d;
+}
+
 /* Fires timers due by now that were started before this turn began (seq below limit). */
 static void fire_due(wl_loop *l, int64_t now, uint64_t limit) {
-  int64_t rebased = l->rebased;
+  int64_t mark = l->rebased;
   while (l->n && l->heap[0]->seq < limit) {
     wl_timer *t = l->heap[0];
-    now -= l->rebased - rebased; /* a callback restarted virtual time: "now" went back with the deadlines */
-    rebased = l->rebased;
+    now -= taken_back(l, &mark);
     if (t->due > now) break;
     wl_timer_stop(l, t);
     t->fn(t->ud);
@@ -240,12 +247,12 @@ static int wait_turn(wl_loop *l, int64_t now, int64_t deadline) {
 
 int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
   int r = 0;
-  int64_t rebased = l->rebased;
+  int64_t mark = l->rebased;
   l->running++;
   for (;;) {
     int64_t now;
-    if (deadline >= 0 && (deadline -= l->rebased - rebased) < 0) deadline = 0; /* virtual time restarted meanwhile */
-    rebased = l->rebased;
+    int64_t back = taken_back(l, &mark);
+    if (deadline >= 0 && (deadline -= back) < 0) deadline = 0; /* already passed: not "no deadline" */
     if (done && done(ud)) {
       r = 1;
       break;
@@ -268,8 +275,7 @@ int wl_run(wl_loop *l, int64_t deadline, int (*done)(void *), void *ud) {
        * (a task that enqueues and flushes in a loop) must not keep them waiting. */
       uint64_t limit = l->seq; /* timers that the turn's jobs start wait for a later turn */
       if (l->head) run_jobs(l);
-      now -= l->rebased - rebased; /* a job restarted virtual time: "now" goes back with the deadlines */
-      rebased = l->rebased;
+      now -= taken_back(l, &mark);
       if (l->n && l->heap[0]->due <= now) fire_due(l, now, limit);
     } else {
       l->busy_turns = 0;
