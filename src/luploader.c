@@ -462,17 +462,28 @@ static int up_tostring(lua_State *L) {
   return 1;
 }
 
-/* Why w's state is undelivered, or NULL when it has none. */
-static const char *undelivered_why(const lw_up *w) {
+#define LW_WHY_MAX 1024 /* a composed reason; lw_log keeps no more of a message anyway */
+
+/* Why w's state is undelivered (written into buf when it is composed), or NULL when it has
+ * none. When a second signal cut the run short, an open uploader's reason says so, with
+ * the error it was retrying, if any. */
+static const char *undelivered_why(const lw_up *w, char *buf, size_t n) {
+  const char *err = w->u.last_error && w->u.st.consecutive_failures ? w->u.last_error : NULL; /* not an old, recovered one */
   if (upl_idle(&w->u) && !w->u.lost) return NULL;
-  if (w->u.last_error && w->u.st.consecutive_failures) return w->u.last_error; /* not an old, recovered one */
+  if (w->c->interrupted && !w->u.closed) {
+    if (!err) return "interrupted by a second signal";
+    snprintf(buf, n, "interrupted by a second signal (last error: %s)", err);
+    return buf;
+  }
+  if (err) return err;
   if (w->u.closed) return w->u.phase == UPL_SENDING ? "closed during a send" : "closed before it was delivered";
   return "not delivered before the drain deadline";
 }
 
 /* Keeps a collected uploader's undelivered state for the final report (see lw_ctx.gone). */
 static void remember_gone(lw_ctx *c, const lw_up *w) {
-  const char *why = undelivered_why(w), *name = lw_up_name(w);
+  char buf[LW_WHY_MAX];
+  const char *why = undelivered_why(w, buf, sizeof buf), *name = lw_up_name(w);
   size_t n;
   char *p;
   if (!why || c->reported) return;
@@ -490,9 +501,12 @@ static void remember_gone(lw_ctx *c, const lw_up *w) {
 
 static int up_gc(lua_State *L) {
   lw_up *w = checkup(L);
-  if (w->c && w->c->open) remember_gone(w->c, w);
-  if (w->c && w->c->open) upl_free(&w->u); /* w->c is set just before upl_init */
-  else if (w->c) upl_release(&w->u);        /* finalized after its context: the loop is gone */
+  if (w->c && w->c->open) {                 /* w->c is set just before upl_init */
+    remember_gone(w->c, w);
+    upl_free(&w->u);
+  } else if (w->c) {
+    upl_release(&w->u);                     /* finalized after its context: the loop is gone */
+  }
   free(w->name);
   w->name = NULL;
   lw_uphttp_free(w);
@@ -523,14 +537,10 @@ int lw_report_undelivered(lw_ctx *c) {
   if (c->gone_more) lw_log(c, 0, "wsup", "%u more uploaders were collected with state undelivered", c->gone_more);
   n += (int)c->gone_more;
   for (lw_up *w = c->ups; w; w = w->next) {
-    const char *why = undelivered_why(w);
+    char buf[LW_WHY_MAX];
+    const char *why = undelivered_why(w, buf, sizeof buf);
     if (!why) continue;
-    if (!c->interrupted || w->u.closed)
-      lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
-    else if (w->u.last_error && w->u.st.consecutive_failures) /* cut short, whatever it was waiting for */
-      lw_log(c, 0, lw_up_name(w), "undelivered: interrupted by a second signal (last error: %s)", w->u.last_error);
-    else
-      lw_log(c, 0, lw_up_name(w), "undelivered: interrupted by a second signal");
+    lw_log(c, 0, lw_up_name(w), "undelivered: %s", why);
     n++;
   }
   c->reported = 1;
