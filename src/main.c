@@ -104,15 +104,11 @@ static void main_done(lw_task *t, lua_State *L, int st, int nres, void *ud) {
     h->status = 1;
     close_main(h, t->co, 1);
   } else if (nres >= 1 && lua_type(L, -nres) == LUA_TNUMBER) {
-    /* An integer, or a float with an integral value (3.0, 2^3); exit() keeps 8 bits, so
-     * anything outside 0..255 is 255: 256 would read as success. */
+    /* An integer, or a float with an integral value (3.0, 2^3), compared as a double (any
+     * integer past 255 stays past it); exit() keeps 8 bits, so anything outside 0..255 is
+     * 255: 256 would read as success. */
     lua_Number x = lua_tonumber(L, -nres);
-    if (lua_isinteger(L, -nres)) {
-      lua_Integer v = lua_tointeger(L, -nres);
-      h->status = v >= 0 && v <= 255 ? (int)v : 255;
-    } else if (x == floor(x)) {
-      h->status = x >= 0 && x <= 255 ? (int)x : 255;
-    }
+    if (lua_isinteger(L, -nres) || x == floor(x)) h->status = x >= 0 && x <= 255 ? (int)x : 255;
   }
   lua_pop(L, nres);
 }
