@@ -403,15 +403,22 @@ io.stdout:write("ready\n") io.stdout:flush()
       assert.is_true(cli.now() - t0 < 1000)
     end)
 
-    it("a signal during the drain of a script that ended by itself lets the drain deliver: exit 0", function()
-      -- The script is done; the drain waits for a send that takes 1.5 s. The signal means
-      -- "stop producers and drain", which is already under way.
-      local s = cli.script(uploader_src("tail", 1500, 1) .. "up:enqueue { a = 1 }\n")
+    -- A script that ends by itself with one send of hold_ms in flight, signalled once (sig)
+    -- during the drain that follows; the drain must go on. Returns the process.
+    local function signalled_while_draining(hold_ms, sig)
+      local s = cli.script(uploader_src("tail", hold_ms, 1) .. "up:enqueue { a = 1 }\n")
       local p = cli.start(WSUP .. " --drain-ms 20000 " .. s)
       assert.truthy(p:await("attempt 1", "out"), p:stderr())
-      p:kill("TERM")
+      p:kill(sig)
       cli.sleep(0.3)
       assert.is_false(p:done(), "the first signal cut the drain short:\n" .. p:stderr())
+      return p
+    end
+
+    it("a signal during the drain of a script that ended by itself lets the drain deliver: exit 0", function()
+      -- The drain waits for a send that takes 1.5 s. The signal means "stop producers and
+      -- drain", which is already under way.
+      local p = signalled_while_draining(1500, "TERM")
       local rc = finish(p, 5)
       assert.equal(0, rc, p:stderr())
       assert.truthy(p:stdout():find("delivered", 1, true), p:stdout())
@@ -419,12 +426,7 @@ io.stdout:write("ready\n") io.stdout:flush()
     end)
 
     it("a second signal during the drain of a script that ended by itself exits at once with 3", function()
-      local s = cli.script(uploader_src("tail", 60000, 1) .. "up:enqueue { a = 1 }\n")
-      local p = cli.start(WSUP .. " --drain-ms 20000 " .. s)
-      assert.truthy(p:await("attempt 1", "out"), p:stderr())
-      p:kill("INT")
-      cli.sleep(0.3)
-      assert.is_false(p:done(), "the first signal cut the drain short:\n" .. p:stderr())
+      local p = signalled_while_draining(60000, "INT")
       local t0 = cli.now()
       p:kill("INT")
       local rc = finish(p, 5)
